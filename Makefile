@@ -1,0 +1,48 @@
+# The few commands a person types. Uses the active virtual environment, or creates .venv.
+PYTHON ?= python3
+# torch is installed first from this spec so pip never pulls a CUDA build on a CPU machine.
+# GPU users: `make install TORCH=torch` (the default CUDA build) or any spec/index they need.
+TORCH ?= torch==2.13.0
+DEMO_DIR ?= demo
+
+ifdef VIRTUAL_ENV
+VENV := $(VIRTUAL_ENV)
+else
+VENV := .venv
+endif
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.indexnet-installed
+
+.PHONY: install demo test test-all lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if [ -n "$(TORCH)" ]; then $(PY) -m pip install -q "$(TORCH)"; fi
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+demo: install
+	$(PY) -m pipeline sample-data $(DEMO_DIR) --overwrite
+	@echo "Demo data is in $(DEMO_DIR)/: AIM-500/ (foregrounds) and backgrounds/."
+
+test: install
+	$(PY) -m pytest -m "not slow"
+
+test-all: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: install
+	@for script in $(wildcard benchmarks/*.py); do echo "== $$script"; $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,31 @@
+"""Typed, frozen, validated configuration loaded from ``configs/default.yaml``.
+
+Public API: ``Config``, ``DataConfig``, ``TrainConfig``, ``LossConfig``, ``ConfigError``,
+``load_config``, ``DEFAULT_CONFIG``.
+
+One frozen dataclass per stage. ``load_config`` starts from the packaged defaults, merges a user
+YAML file over them, applies ``section.key=value`` overrides, and validates once: an unknown key
+or a bad value raises ``ConfigError`` (a ``ValueError``) naming it and what is allowed.
+"""
+
+from __future__ import annotations
+
+from configs.schema import (
+    DEFAULT_CONFIG,
+    Config,
+    ConfigError,
+    DataConfig,
+    LossConfig,
+    TrainConfig,
+    load_config,
+)
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "LossConfig",
+    "TrainConfig",
+    "load_config",
+]

@@ -1,0 +1,28 @@
+"""The ``indexnet`` command: mounts each package's command group on one root app."""
+
+from __future__ import annotations
+
+import typer
+
+from configs.cli import app as config_app
+from pipeline.cli import app as pipeline_app
+
+app = typer.Typer(
+    name="indexnet",
+    help="IndexNet matting: composite shards on Dask, train with DDP, evaluate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    add_completion=False,
+)
+app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(config_app, name="config")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="indexnet")
+
+
+if __name__ == "__main__":
+    main()

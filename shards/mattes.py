@@ -1,0 +1,160 @@
+"""Pixel rules that define what a shard sample means: background fit, blend, default trimap.
+
+They live with the format, not the compositor, because a stored sample is only meaningful
+through them: ``bg`` is kept as the source photo plus its fit, ``merged`` must equal
+``blend(fg, fit(bg), alpha)``, and the train ``trimap`` is ``trimap_from_alpha(alpha, r)``.
+The compositor (``pipeline``), the checker (``shards.verify``) and the trainer all call these.
+
+Arrays are uint8 and channel-last; colour arrays are BGR, as OpenCV decodes them (the blend is
+per channel, so the order never matters here; the trainer converts crops to RGB).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+_DECODE_FLAGS = cv2.IMREAD_IGNORE_ORIENTATION  # masks carry no EXIF: never rotate the photo
+
+
+@dataclass(frozen=True)
+class BackgroundFit:
+    """How a source background is fitted to an ``(h, w)`` foreground (the Adobe DIM rule).
+
+    Attributes:
+        resize: ``(width, height)`` of the bicubic resize, or None when the source is big enough.
+        height: output height (the foreground's).
+        width: output width (the foreground's).
+    """
+
+    resize: tuple[int, int] | None
+    height: int
+    width: int
+
+    def to_json(self) -> dict:
+        """JSON form stored in each sample's ``json`` member."""
+        resize = list(self.resize) if self.resize else None
+        return {"resize": resize, "crop": [0, 0, self.width, self.height]}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> BackgroundFit:
+        """Inverse of ``to_json``."""
+        x0, y0, width, height = obj["crop"]
+        if (x0, y0) != (0, 0):
+            raise ValueError(f"background fit crops top-left only, got offset {(x0, y0)}")
+        resize = tuple(obj["resize"]) if obj["resize"] else None
+        return cls(resize=resize, height=height, width=width)
+
+
+def background_fit(bg_height: int, bg_width: int, height: int, width: int) -> BackgroundFit:
+    """The Adobe rule: ``ratio = max(w/bw, h/bh)``; if > 1 resize to ``ceil(b*ratio)``; crop."""
+    ratio = max(width / bg_width, height / bg_height)
+    if ratio > 1:
+        resize = (math.ceil(bg_width * ratio), math.ceil(bg_height * ratio))
+        return BackgroundFit(resize=resize, height=height, width=width)
+    return BackgroundFit(resize=None, height=height, width=width)
+
+
+def apply_fit(bg: np.ndarray, fit: BackgroundFit) -> np.ndarray:
+    """Resize (bicubic) and crop the top-left ``fit.height x fit.width`` of ``bg``."""
+    if fit.resize is not None:
+        bg = cv2.resize(bg, fit.resize, interpolation=cv2.INTER_CUBIC)
+    if bg.shape[0] < fit.height or bg.shape[1] < fit.width:
+        raise ValueError(
+            f"background {bg.shape[1]}x{bg.shape[0]} is smaller than its fit "
+            f"{fit.width}x{fit.height}"
+        )
+    return bg[: fit.height, : fit.width]
+
+
+def fit_background(bg: np.ndarray, height: int, width: int) -> tuple[np.ndarray, BackgroundFit]:
+    """Fit ``bg`` (H', W', 3) to ``(height, width)``; return the fitted array and the fit."""
+    fit = background_fit(bg.shape[0], bg.shape[1], height, width)
+    return apply_fit(bg, fit), fit
+
+
+def blend(
+    fg: np.ndarray, bg: np.ndarray, alpha: np.ndarray, rounding: str = "nearest"
+) -> np.ndarray:
+    """Composite ``alpha*fg + (1-alpha)*bg`` with ``alpha = mask/255``, back to uint8.
+
+    Evaluated exactly in integers: ``(a*F + (255-a)*B + 127) // 255`` for ``nearest`` is the
+    real-valued blend rounded to the nearest integer (a tie is impossible: the numerator is an
+    integer and 255 is odd), and ``// 255`` without the 127 is the reference's truncation, minus
+    the float error that makes the reference's ``astype(uint8)`` drop some exact integers by one.
+
+    Args:
+        fg: (H, W, 3) uint8 foreground.
+        bg: (H, W, 3) uint8 fitted background.
+        alpha: (H, W) uint8 matte.
+        rounding: ``nearest`` (ours) or ``truncate`` (the reference).
+
+    Returns:
+        (H, W, 3) uint8 composite.
+    """
+    if fg.shape != bg.shape or fg.shape[:2] != alpha.shape:
+        raise ValueError(
+            f"blend needs equal sizes, got fg {fg.shape}, bg {bg.shape}, alpha {alpha.shape}"
+        )
+    a = alpha.astype(np.uint16)[..., None]
+    total = fg.astype(np.uint16) * a + bg.astype(np.uint16) * (255 - a)  # <= 65025: fits uint16
+    if rounding == "nearest":
+        total += 127
+    elif rounding != "truncate":
+        raise ValueError(f"rounding must be 'nearest' or 'truncate', got {rounding!r}")
+    return (total // 255).astype(np.uint8)
+
+
+def trimap_from_alpha(alpha: np.ndarray, radius: int) -> np.ndarray:
+    """Trimap of REFERENCE.md section 3: every pixel within Euclidean ``radius`` of the unknown
+    region (0 < alpha < 255) is 128, the rest of alpha == 255 is 255, everything else 0.
+
+    Args:
+        alpha: (H, W) uint8 matte.
+        radius: band radius in pixels, >= 0.
+
+    Returns:
+        (H, W) uint8 trimap with values in {0, 128, 255}.
+    """
+    unknown = (alpha > 0) & (alpha < 255)
+    trimap = np.where(alpha == 255, np.uint8(255), np.uint8(0))
+    if unknown.any():
+        # distance from every pixel to the nearest unknown pixel (unknown pixels are the zeros)
+        dist = cv2.distanceTransform((~unknown).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        trimap[dist <= radius] = 128
+    return trimap
+
+
+def decode_color(data: bytes) -> np.ndarray:
+    """Decode JPEG/PNG bytes to (H, W, 3) uint8 BGR, ignoring EXIF orientation.
+
+    Raises:
+        ValueError: the bytes are not a decodable image.
+    """
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | _DECODE_FLAGS)
+    if arr is None:
+        raise ValueError("not a decodable image")
+    return arr
+
+
+def decode_grey(data: bytes) -> np.ndarray:
+    """Decode PNG/JPEG bytes to (H, W) uint8 (colour mattes are converted to grey).
+
+    Raises:
+        ValueError: the bytes are not a decodable image.
+    """
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE | _DECODE_FLAGS)
+    if arr is None:
+        raise ValueError("not a decodable image")
+    return arr
+
+
+def encode_png(arr: np.ndarray, level: int = 1) -> bytes:
+    """Losslessly encode (H, W) or (H, W, 3) uint8 as PNG at zlib ``level`` (deterministic)."""
+    ok, buf = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, level])
+    if not ok:
+        raise ValueError(f"PNG encode failed for array {arr.shape} {arr.dtype}")
+    return buf.tobytes()

@@ -1,0 +1,29 @@
+"""Shared fixtures: tiny deterministic data sets made on the fly (nothing is downloaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.sample_data import SampleDataSummary, make_sample_data
+
+
+@pytest.fixture(scope="session")
+def sample_data(tmp_path_factory: pytest.TempPathFactory) -> SampleDataSummary:
+    """Six foregrounds and 48 backgrounds from the sample-data generator (read-only: copy first)."""
+    return make_sample_data(
+        tmp_path_factory.mktemp("sample"), foregrounds=6, backgrounds=48, seed=0
+    )
+
+
+@pytest.fixture
+def yaml_file(tmp_path: Path):
+    """Write a YAML text to a file in tmp_path and return its path."""
+
+    def write(text: str, name: str = "user.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write

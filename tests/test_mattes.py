@@ -1,0 +1,97 @@
+"""shards.mattes: the background-fit rule, the exact blend, the default trimap, codecs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from shards.mattes import (
+    BackgroundFit,
+    apply_fit,
+    background_fit,
+    blend,
+    decode_color,
+    decode_grey,
+    encode_png,
+    fit_background,
+    trimap_from_alpha,
+)
+
+
+def test_fit_upscales_small_backgrounds_by_the_larger_ratio():
+    fit = background_fit(bg_height=120, bg_width=160, height=300, width=200)
+    ratio = max(200 / 160, 300 / 120)  # 2.5, driven by height
+    assert fit.resize == (math.ceil(160 * ratio), math.ceil(120 * ratio)) == (400, 300)
+    bg = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    fitted, fit2 = fit_background(bg, 300, 200)
+    assert fit2 == fit and fitted.shape == (300, 200, 3)
+
+
+def test_fit_only_crops_large_backgrounds_top_left():
+    bg = np.arange(480 * 640 * 3, dtype=np.uint32).reshape(480, 640, 3).astype(np.uint8)
+    fitted, fit = fit_background(bg, 100, 50)
+    assert fit.resize is None
+    assert np.array_equal(fitted, bg[:100, :50])
+
+
+def test_fit_json_round_trip_and_bad_crop():
+    fit = BackgroundFit(resize=(400, 300), height=300, width=200)
+    assert BackgroundFit.from_json(fit.to_json()) == fit
+    with pytest.raises(ValueError, match="top-left"):
+        BackgroundFit.from_json({"resize": None, "crop": [1, 0, 5, 5]})
+    with pytest.raises(ValueError, match="smaller than its fit"):
+        apply_fit(np.zeros((10, 10, 3), np.uint8), BackgroundFit(None, 20, 20))
+
+
+def test_blend_is_the_exactly_rounded_float_blend():
+    rng = np.random.default_rng(1)
+    fg, bg = (rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2))
+    alpha = rng.integers(0, 256, (64, 64), dtype=np.uint8)
+    a = alpha.astype(np.float64)[..., None] / 255
+    exact = a * fg + (1 - a) * bg
+    assert np.array_equal(blend(fg, bg, alpha), np.rint(exact).astype(np.uint8))
+    assert np.array_equal(blend(fg, bg, alpha, "truncate"), np.floor(exact + 1e-9).astype(np.uint8))
+
+
+def test_blend_endpoints_and_errors():
+    fg = np.full((2, 2, 3), 200, np.uint8)
+    bg = np.full((2, 2, 3), 10, np.uint8)
+    assert (blend(fg, bg, np.full((2, 2), 255, np.uint8)) == 200).all()
+    assert (blend(fg, bg, np.zeros((2, 2), np.uint8)) == 10).all()
+    with pytest.raises(ValueError, match="equal sizes"):
+        blend(fg, bg[:1], np.zeros((2, 2), np.uint8))
+    with pytest.raises(ValueError, match="rounding"):
+        blend(fg, bg, np.zeros((2, 2), np.uint8), "floor")
+
+
+def test_trimap_band_is_euclidean_radius_around_unknown():
+    alpha = np.zeros((41, 41), np.uint8)
+    alpha[20, 20] = 100  # one unknown pixel
+    alpha[:, 35:] = 255
+    trimap = trimap_from_alpha(alpha, radius=5)
+    yy, xx = np.mgrid[:41, :41]
+    inside = (yy - 20) ** 2 + (xx - 20) ** 2 <= 25
+    assert (trimap[inside] == 128).all()
+    assert (trimap[~inside & (alpha == 255)] == 255).all()
+    assert (trimap[~inside & (alpha == 0)] == 0).all()
+
+
+def test_trimap_of_a_binary_matte_has_no_unknown():
+    alpha = np.zeros((8, 8), np.uint8)
+    alpha[2:6, 2:6] = 255
+    assert set(np.unique(trimap_from_alpha(alpha, 3))) == {0, 255}
+
+
+def test_codecs_round_trip_and_reject_garbage():
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    assert np.array_equal(decode_color(encode_png(img)), img)
+    grey = img[..., 0].copy()
+    assert np.array_equal(decode_grey(encode_png(grey, level=9)), grey)
+    assert encode_png(img) == encode_png(img)  # deterministic
+    with pytest.raises(ValueError, match="not a decodable image"):
+        decode_color(b"not an image")
+    with pytest.raises(ValueError, match="not a decodable image"):
+        decode_grey(b"\x89PNG\r\n\x1a\n truncated")
