@@ -25,7 +25,10 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(PY) -m pipeline sample-data $(DEMO_DIR) --overwrite
-	@echo "Demo data is in $(DEMO_DIR)/: AIM-500/ (foregrounds) and backgrounds/."
+	$(PY) -m pipeline build --data-dir $(DEMO_DIR)/AIM-500 --bg-dir $(DEMO_DIR)/backgrounds \
+		--out $(DEMO_DIR)/shards --workers 2 --bgs-per-train-fg 6 --bgs-per-val-fg 4 \
+		--samples-per-shard 8 --overwrite
+	@echo "Demo: data in $(DEMO_DIR)/AIM-500 and $(DEMO_DIR)/backgrounds, shards in $(DEMO_DIR)/shards."
 
 test: install
 	$(PY) -m pytest -m "not slow"

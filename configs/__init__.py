@@ -1,7 +1,7 @@
 """Typed, frozen, validated configuration loaded from ``configs/default.yaml``.
 
 Public API: ``Config``, ``DataConfig``, ``TrainConfig``, ``LossConfig``, ``ConfigError``,
-``load_config``, ``DEFAULT_CONFIG``.
+``load_config``, ``config_from_dict``, ``DEFAULT_CONFIG``.
 
 One frozen dataclass per stage. ``load_config`` starts from the packaged defaults, merges a user
 YAML file over them, applies ``section.key=value`` overrides, and validates once: an unknown key
@@ -17,6 +17,7 @@ from configs.schema import (
     DataConfig,
     LossConfig,
     TrainConfig,
+    config_from_dict,
     load_config,
 )
 
@@ -27,5 +28,6 @@ __all__ = [
     "DataConfig",
     "LossConfig",
     "TrainConfig",
+    "config_from_dict",
     "load_config",
 ]

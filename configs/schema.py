@@ -33,7 +33,7 @@ class DataConfig:
     val_fraction: float = 0.1  # seeded split share when no listed id is in the data
     samples_per_shard: int = 64  # samples per tar shard
     train_trimap_radius: int = 10  # radius (px) of the default train trimap stored in shards
-    png_compression: int = 1  # zlib level 0..9 of the PNG members
+    png_compression: int = 1  # ISA-L deflate level 0..3 of the PNG members
     rounding: Literal["nearest", "truncate"] = "nearest"  # composite float -> uint8
 
     def __post_init__(self) -> None:
@@ -41,7 +41,7 @@ class DataConfig:
         _at_least(self, "bgs_per_val_fg", 1)
         _at_least(self, "samples_per_shard", 1)
         _at_least(self, "train_trimap_radius", 1)
-        _between(self, "png_compression", 0, 9)
+        _between(self, "png_compression", 0, 3)
         if not 0.0 < self.val_fraction < 1.0:
             _fail("data.val_fraction", f"must be in (0, 1), got {self.val_fraction}")
         for vid in self.validation_ids:
@@ -256,6 +256,20 @@ def _build_section(name: str, values: Mapping[str, Any]) -> Any:
     return cls(**kwargs)
 
 
+def config_from_dict(values: Mapping[str, Any]) -> Config:
+    """Rebuild a ``Config`` from ``Config.to_dict()`` output (e.g. recorded in an index).
+
+    Raises:
+        ConfigError: an unknown section or key, or a bad value, named.
+    """
+    for section, body in values.items():
+        if section not in _SECTIONS:
+            _fail(section, f"unknown section; allowed: {', '.join(_SECTIONS)}")
+        if not isinstance(body, Mapping):
+            _fail(section, "expected a mapping of key: value")
+    return Config(**{name: _build_section(name, values.get(name, {})) for name in _SECTIONS})
+
+
 def load_config(
     path: str | Path | None = None, overrides: Sequence[str] = (), *, base: Path = DEFAULT_CONFIG
 ) -> Config:
@@ -288,4 +302,4 @@ def load_config(
             ids_dir = Path.cwd()
     if "validation_ids" in merged.get("data", {}):
         merged["data"]["validation_ids"] = _resolve_ids(merged["data"]["validation_ids"], ids_dir)
-    return Config(**{name: _build_section(name, merged.get(name, {})) for name in _SECTIONS})
+    return config_from_dict(merged)

@@ -1,30 +1,46 @@
-"""The shard format shared by every stage: sample rules, tar writing and reading, the index.
+"""The shard format shared by every stage: sample rules, codecs, tar writing, the index, Dask.
 
-Public API: ``BackgroundFit``, ``background_fit``, ``apply_fit``, ``fit_background``, ``blend``,
-``trimap_from_alpha``, ``decode_color``, ``decode_grey``, ``encode_png``.
+Public API:
+- pixel rules (``shards.mattes``): ``BackgroundFit``, ``background_fit``, ``apply_fit``,
+  ``fit_background``, ``blend``, ``trimap_from_alpha``;
+- codecs (``shards.codec``): ``decode_color``, ``decode_grey``, ``encode_png``;
+- writing (``shards.writer``): ``ShardWriter``, ``atomic_write_bytes``, ``sha256_file``;
+- the index (``shards.index``): ``Index``, ``ShardInfo``, ``read_index``, ``parse_index``,
+  ``read_samples``;
+- Dask (``shards.cluster``, imported on its own so readers need not load distributed):
+  ``ClusterOptions``, ``dask_client``, ``map_bounded``.
+
 It knows nothing of how composites are planned, of models or of metrics.
 """
 
+from shards.codec import decode_color, decode_grey, encode_png
+from shards.index import Index, ShardInfo, parse_index, read_index, read_samples
 from shards.mattes import (
     BackgroundFit,
     apply_fit,
     background_fit,
     blend,
-    decode_color,
-    decode_grey,
-    encode_png,
     fit_background,
     trimap_from_alpha,
 )
+from shards.writer import ShardWriter, atomic_write_bytes, sha256_file
 
 __all__ = [
     "BackgroundFit",
+    "Index",
+    "ShardInfo",
+    "ShardWriter",
     "apply_fit",
+    "atomic_write_bytes",
     "background_fit",
     "blend",
     "decode_color",
     "decode_grey",
     "encode_png",
     "fit_background",
+    "parse_index",
+    "read_index",
+    "read_samples",
+    "sha256_file",
     "trimap_from_alpha",
 ]

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-_DECODE_FLAGS = cv2.IMREAD_IGNORE_ORIENTATION  # masks carry no EXIF: never rotate the photo
-
 
 @dataclass(frozen=True)
 class BackgroundFit:
@@ -126,35 +124,3 @@ def trimap_from_alpha(alpha: np.ndarray, radius: int) -> np.ndarray:
         dist = cv2.distanceTransform((~unknown).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
         trimap[dist <= radius] = 128
     return trimap
-
-
-def decode_color(data: bytes) -> np.ndarray:
-    """Decode JPEG/PNG bytes to (H, W, 3) uint8 BGR, ignoring EXIF orientation.
-
-    Raises:
-        ValueError: the bytes are not a decodable image.
-    """
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | _DECODE_FLAGS)
-    if arr is None:
-        raise ValueError("not a decodable image")
-    return arr
-
-
-def decode_grey(data: bytes) -> np.ndarray:
-    """Decode PNG/JPEG bytes to (H, W) uint8 (colour mattes are converted to grey).
-
-    Raises:
-        ValueError: the bytes are not a decodable image.
-    """
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE | _DECODE_FLAGS)
-    if arr is None:
-        raise ValueError("not a decodable image")
-    return arr
-
-
-def encode_png(arr: np.ndarray, level: int = 1) -> bytes:
-    """Losslessly encode (H, W) or (H, W, 3) uint8 as PNG at zlib ``level`` (deterministic)."""
-    ok, buf = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, level])
-    if not ok:
-        raise ValueError(f"PNG encode failed for array {arr.shape} {arr.dtype}")
-    return buf.tobytes()

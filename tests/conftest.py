@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,11 @@ def yaml_file(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture
+def sample_copy(sample_data: SampleDataSummary, tmp_path: Path) -> tuple[Path, Path]:
+    """A private, writable copy of the sample data: ``(data_dir, bg_dir)`` under tmp_path."""
+    data_dir = shutil.copytree(sample_data.data_dir, tmp_path / "in" / "AIM-500")
+    bg_dir = shutil.copytree(sample_data.bg_dir, tmp_path / "in" / "backgrounds")
+    return Path(data_dir), Path(bg_dir)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import yaml
 
-from configs import ConfigError, load_config
+from configs import ConfigError, config_from_dict, load_config
 
 
 def test_defaults_hold_the_reference_recipe():
@@ -51,6 +52,9 @@ def test_validation_ids_from_list_or_file(yaml_file, tmp_path):
 def test_resolved_config_reloads_to_the_same_config(yaml_file):
     cfg = load_config(overrides=["train.epochs=2", "data.validation_ids=[a1, b2]"])
     assert load_config(yaml_file(yaml.safe_dump(cfg.to_dict()))) == cfg
+    assert config_from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ConfigError, match="train.nope: unknown key"):
+        config_from_dict({"train": {"nope": 1}})
 
 
 @pytest.mark.parametrize(
@@ -69,7 +73,7 @@ def test_resolved_config_reloads_to_the_same_config(yaml_file):
         ("train.freeze_encoder_bn=maybe", "train.freeze_encoder_bn: expected true or false"),
         ("train.adam_betas=[0.9]", "train.adam_betas: must be two values"),
         ("train.crop_sizes=320", "train.crop_sizes: expected a list"),
-        ("data.png_compression=10", "data.png_compression: must be in 0..9"),
+        ("data.png_compression=4", "data.png_compression: must be in 0..3"),
         ("data.val_fraction=1.0", "data.val_fraction: must be in (0, 1)"),
         ("data.validation_ids=[12345678]", "quote it in YAML"),
         ("data.validation_ids=[a.b]", "ids are bare names"),

@@ -1,0 +1,270 @@
+"""``build``: validate, plan, composite every shard on Dask, then write the index last.
+
+The order of a build, and why:
+
+1. ``prepare``: scan and check every input, split, plan. Any problem stops here, with every
+   offender listed and nothing written.
+2. Write ``plan.parquet`` (atomic). A re-run recomputes the plan and refuses to resume a
+   different one (other inputs, seed or config) unless ``--overwrite``.
+3. One Dask task per shard (``pipeline.compose.build_shard``), bounded in flight. A finished
+   shard (tar and record agree) is kept, so a killed build resumes where it stopped, and the
+   result is byte-identical to an uninterrupted build.
+4. ``samples.parquet``, then ``index.json``: the commit marker, written only when every shard
+   is on disk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from configs import Config
+from pipeline.compose import COMPOSITION_RULE, RECORDS_DIR, ShardResult, build_shard
+from pipeline.inputs import InputError, Inputs, scan_inputs
+from pipeline.plan import Plan, Split, make_plan, shard_tasks, split_foregrounds
+from shards.cluster import ClusterOptions, dashboard_link, dask_client, map_bounded
+from shards.codec import decode_grey
+from shards.index import INDEX_NAME, SAMPLES_NAME, SPLITS, ShardInfo, write_index, write_samples
+from shards.writer import TMP_SUFFIX, atomic_write_bytes
+
+PLAN_NAME = "plan.parquet"
+TRIMAP_VALUES = (0, 128, 255)
+
+
+@dataclass
+class BuildSummary:
+    """The outcome of a build, for the closing summary and the exit code."""
+
+    out: Path
+    planned: int = 0  # samples in the plan
+    written: int = 0  # samples in the shards
+    replaced: int = 0  # written with a spare background
+    failed: int = 0  # planned but left out (see samples.parquet status/error)
+    shards: int = 0
+    reused: int = 0  # shards found finished on disk
+    bytes: int = 0
+    seconds: float = 0.0
+    failed_shards: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """Every planned sample is in a shard and the index is written."""
+        return not self.failed_shards and self.failed == 0
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.written / self.seconds if self.seconds else 0.0
+
+
+class BuildProgress:
+    """Callbacks a front end overrides to show progress; the defaults do nothing."""
+
+    def start(self, out: Path, samples: int, shards: int, cluster: str, dashboard: str | None):
+        """Before the first shard is submitted."""
+
+    def shard_done(self, result: ShardResult | None, samples: int) -> None:
+        """After each shard (``result`` None when it failed); ``samples`` it planned."""
+
+
+def default_out(data_dir: Path) -> Path:
+    """Shards go to a ``shards`` folder beside the data dir unless ``--out`` says otherwise."""
+    return Path(data_dir).resolve().parent / "shards"
+
+
+def _validation_trimap_problems(inputs: Inputs, split: Split) -> list[str]:
+    """Validation is scored on AIM-500's trimaps: they must hold only 0, 128 and 255."""
+    problems = []
+    by_id = {fg.id: fg for fg in inputs.foregrounds}
+    for fid in split.validation:
+        path = by_id[fid].trimap
+        if path is None:
+            continue  # reported by make_plan together with the background count
+        try:
+            values = np.unique(decode_grey(Path(path).read_bytes()))
+        except (OSError, ValueError) as exc:
+            problems.append(f"{path}: {exc}")
+            continue
+        extra = sorted(set(values.tolist()) - set(TRIMAP_VALUES))
+        if extra:
+            problems.append(f"{path}: trimap values must be 0/128/255, found {extra[:8]}")
+    return problems
+
+
+def prepare(
+    data_dir: Path, bg_dir: Path, cfg: Config, allow_bg_reuse: bool = False,
+    val_count: int | None = None,
+) -> tuple[Inputs, Plan]:  # fmt: skip
+    """Scan, check, split and plan; writes nothing.
+
+    Raises:
+        InputError: every problem found with the inputs, listed.
+    """
+    inputs = scan_inputs(data_dir, bg_dir)
+    data = cfg.data
+    ids = [fg.id for fg in inputs.foregrounds]
+    if len(ids) < 2:
+        raise InputError(
+            "cannot split the foregrounds",
+            [f"{data_dir}: 2 or more foregrounds needed, found {len(ids)}"],
+        )
+    split = split_foregrounds(ids, data.validation_ids, data.seed, data.val_fraction, val_count)
+    problems = _validation_trimap_problems(inputs, split)
+    return inputs, make_plan(inputs, split, data, allow_bg_reuse, problems)
+
+
+def _clear(out: Path) -> None:
+    """Remove a previous build's outputs (only what a build writes)."""
+    (out / INDEX_NAME).unlink(missing_ok=True)
+    for name in (SAMPLES_NAME, PLAN_NAME):
+        (out / name).unlink(missing_ok=True)
+    for sub in (*SPLITS, RECORDS_DIR):
+        shutil.rmtree(out / sub, ignore_errors=True)
+
+
+def _claim(out: Path, plan: Plan, overwrite: bool) -> None:
+    """Start or resume ``out`` for this plan; refuse to mix two different builds."""
+    out.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        _clear(out)
+    table = plan.table()
+    existing = out / PLAN_NAME
+    if existing.exists():
+        try:
+            same = pq.read_table(existing).equals(table, check_metadata=True)
+        except Exception:  # noqa: BLE001 - an unreadable plan is a different plan
+            same = False
+        if not same:
+            raise ValueError(
+                f"{out} holds a build with a different plan (other inputs, seed or config); "
+                "pass --overwrite to start over, or choose another --out"
+            )
+    else:
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        atomic_write_bytes(existing, sink.getvalue().to_pybytes())
+    _remove_temporaries(out)
+
+
+def _remove_temporaries(out: Path) -> None:
+    """Delete what killed writers left: ``*.tmp`` files are never finished shards or records."""
+    for sub in (".", *SPLITS, RECORDS_DIR):
+        for stale in (out / sub).glob(f"*{TMP_SUFFIX}"):
+            stale.unlink(missing_ok=True)
+
+
+def _index_meta(cfg: Config, inputs: Inputs, plan: Plan, summary: BuildSummary, cluster: str):
+    split = plan.split
+    return {
+        "config": cfg.to_dict(),
+        "split": {
+            "rule": split.rule,
+            "train": list(split.train),
+            "validation": list(split.validation),
+            "listed_missing": list(split.listed_missing),
+        },
+        "composition": {
+            "rule": COMPOSITION_RULE,
+            "rounding": cfg.data.rounding,
+            "rounding_note": "nearest integer of the exact float blend (the reference truncates)",
+            "bg_fit": "ratio=max(w/bw,h/bh); if >1 bicubic resize to ceil(b*ratio); crop top-left",
+            "bg_member": "the source background's bytes untouched; fit parameters in json",
+            "bg_reuse": plan.bg_reuse,
+        },
+        "counts": {
+            "planned": summary.planned,
+            "written": summary.written,
+            "replaced": summary.replaced,
+            "failed": summary.failed,
+            **{s: sum(1 for p in plan.samples if p.split == s) for s in SPLITS},
+        },
+        "inputs": {
+            "data_dir": str(inputs.data_dir),
+            "bg_dir": str(inputs.bg_dir),
+            "foregrounds": len(inputs.foregrounds),
+            "backgrounds": len(inputs.backgrounds),
+        },  # fmt: skip
+        "build": {
+            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(summary.seconds, 3),
+            "cluster": cluster,
+            "opencv": cv2.__version__,
+        },
+    }
+
+
+def build(
+    data_dir: Path,
+    bg_dir: Path,
+    cfg: Config,
+    out: Path | None = None,
+    cluster: ClusterOptions | None = None,
+    *,
+    allow_bg_reuse: bool = False,
+    val_count: int | None = None,
+    overwrite: bool = False,
+    progress: BuildProgress | None = None,
+) -> BuildSummary:
+    """Build (or resume) a shard set from AIM-500-style inputs and a folder of backgrounds.
+
+    Args:
+        data_dir: ``original/``, ``mask/``, ``trimap/`` folder.
+        bg_dir: background photos.
+        cfg: resolved config (``cfg.data`` drives the build).
+        out: destination; default ``default_out(data_dir)``.
+        cluster: local workers or an existing scheduler.
+        allow_bg_reuse: reuse backgrounds deterministically when there are too few.
+        val_count: size of the seeded validation split (when no listed id is present).
+        overwrite: delete a previous build in ``out`` first.
+        progress: callbacks for a progress display.
+
+    Returns:
+        A ``BuildSummary``; ``complete`` says whether the set is whole.
+
+    Raises:
+        InputError: bad inputs (nothing written).
+        ValueError: ``out`` holds a different build.
+    """
+    start = time.perf_counter()
+    progress = progress or BuildProgress()
+    cluster = cluster or ClusterOptions(workers=1)
+    inputs, plan = prepare(data_dir, bg_dir, cfg, allow_bg_reuse, val_count)
+    out = Path(out).resolve() if out else default_out(data_dir)
+    _claim(out, plan, overwrite)
+    tasks = shard_tasks(plan, inputs, out)
+    summary = BuildSummary(out=out, planned=len(plan.samples), shards=len(tasks))
+    results: dict[str, ShardResult] = {}
+    with dask_client(cluster) as client:
+        progress.start(
+            out, len(plan.samples), len(tasks), cluster.describe(), dashboard_link(client)
+        )
+        for task, result, error in map_bounded(client, build_shard, tasks, name="shard"):
+            if error is not None:
+                summary.failed_shards.append((task.name, f"{type(error).__name__}: {error}"))
+                progress.shard_done(None, len(task.samples))
+                continue
+            results[task.name] = result
+            summary.reused += result.reused
+            progress.shard_done(result, len(task.samples))
+    rows = [row for task in tasks if task.name in results for row in results[task.name].rows]
+    summary.written = sum(r.samples for r in results.values())
+    summary.bytes = sum(r.bytes for r in results.values())
+    summary.replaced = sum(row["status"] == "replaced" for row in rows)
+    summary.failed = sum(row["status"] == "failed" for row in rows)
+    summary.seconds = time.perf_counter() - start
+    if summary.failed_shards:
+        return summary  # no index: the set is unfinished; a re-run resumes it
+    _remove_temporaries(out)  # e.g. from a worker killed mid-shard (its task ran again)
+    write_samples(out, rows)
+    shards = [ShardInfo(t.name, t.split, results[t.name].samples, results[t.name].bytes,
+                        results[t.name].sha256) for t in tasks]  # fmt: skip
+    write_index(out, shards, _index_meta(cfg, inputs, plan, summary, cluster.describe()))
+    summary.seconds = time.perf_counter() - start
+    return summary

@@ -1,0 +1,232 @@
+"""Write one shard: the function each Dask task runs (paths in, a small record out).
+
+``build_shard(task)`` composites the task's samples in plan order and writes
+``OUT/<split>/<split>-NNNNNN.tar`` atomically, then its record ``OUT/.records/<name>.json``
+(the shard's size, sha256 and per-sample rows). A shard whose tar and record exist and agree is
+returned as is, so re-running a build resumes it. Each foreground is decoded once per shard.
+
+Per-sample failures are data, not crashes: a background that cannot be decoded is replaced by
+the shard's next unused spare (status ``replaced``); with no spare left, or an undecodable
+foreground, the sample is left out and recorded as ``failed`` with its error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.plan import VALIDATION, PlannedSample, ShardTask
+from shards.codec import decode_color, decode_grey, encode_png
+from shards.index import ROLES
+from shards.mattes import blend, fit_background, trimap_from_alpha
+from shards.writer import ShardWriter, atomic_write_bytes, sha256_file
+
+RECORDS_DIR = ".records"
+COMPOSITION_RULE = "merged = alpha*fg + (1-alpha)*fit(bg), alpha = mask/255"
+
+
+@dataclass
+class ShardResult:
+    """What a task returns and what ``.records/<name>.json`` holds."""
+
+    name: str
+    split: str
+    samples: int  # samples written (ok + replaced)
+    bytes: int
+    sha256: str
+    rows: list[dict] = field(default_factory=list)  # samples.parquet rows, planned order
+    seconds: float = 0.0
+    reused: bool = False  # found finished on disk, not rebuilt
+
+
+@dataclass
+class _Foreground:
+    ext: str
+    data: bytes  # the original's bytes, stored untouched as fg.<ext>
+    fg: np.ndarray  # (H, W, 3) uint8 BGR
+    alpha: np.ndarray  # (H, W) uint8
+    alpha_png: bytes
+    trimap_png: bytes
+    trimap_source: str
+
+
+def record_path(out_dir: str | Path, name: str) -> Path:
+    """Where the record of shard ``name`` (``train/train-000000.tar``) lives."""
+    return Path(out_dir) / RECORDS_DIR / (Path(name).stem + ".json")
+
+
+def load_finished(task: ShardTask) -> ShardResult | None:
+    """The shard's record when its tar exists with the recorded size and sha256, else None."""
+    record, tar = record_path(task.out_dir, task.name), Path(task.out_dir) / task.name
+    try:
+        result = ShardResult(**json.loads(record.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    if not tar.is_file() or tar.stat().st_size != result.bytes:
+        return None
+    if sha256_file(tar)[1] != result.sha256:
+        return None
+    result.reused = True
+    return result
+
+
+def _load_foreground(task: ShardTask, fg_id: str) -> _Foreground:
+    info = task.foregrounds[fg_id]
+    original = Path(info.original)
+    data = original.read_bytes()
+    fg = decode_color(data)
+    alpha = decode_grey(Path(info.mask).read_bytes())
+    if fg.shape[:2] != alpha.shape:
+        raise ValueError(f"decoded original {fg.shape[:2]} and mask {alpha.shape} differ")
+    level = task.settings.png_level
+    if task.split == VALIDATION:
+        trimap = decode_grey(Path(info.trimap).read_bytes())
+        source = "aim500"
+    else:
+        trimap = trimap_from_alpha(alpha, task.settings.train_trimap_radius)
+        source = "alpha"
+    ext = original.suffix.lower().lstrip(".")
+    return _Foreground(
+        ext, data, fg, alpha, encode_png(alpha, level), encode_png(trimap, level), source
+    )
+
+
+def _read_background(bg_dir: Path, name: str) -> tuple[bytes, np.ndarray]:
+    data = (bg_dir / name).read_bytes()
+    return data, decode_color(data)
+
+
+def _sample_json(task: ShardTask, s: PlannedSample, fgd: _Foreground, bg_name: str, bg, fit):
+    settings = task.settings
+    meta = {
+        "key": s.key,
+        "split": s.split,
+        "foreground": Path(task.foregrounds[s.fg_id].original).name,
+        "k": s.k,
+        "background": bg_name,
+        "height": int(fgd.alpha.shape[0]),
+        "width": int(fgd.alpha.shape[1]),
+        "seed": settings.seed,
+        "composition": {"rule": COMPOSITION_RULE, "rounding": settings.rounding},
+        "bg_size": [int(bg.shape[1]), int(bg.shape[0])],
+        "bg_fit": fit.to_json(),
+        "trimap": {
+            "source": fgd.trimap_source,
+            "radius": settings.train_trimap_radius if fgd.trimap_source == "alpha" else None,
+        },
+    }
+    if bg_name != s.background:
+        meta["planned_background"] = s.background
+    return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _row(task: ShardTask, s: PlannedSample, status: str, error: str, **extra) -> dict:
+    info = task.foregrounds[s.fg_id]
+    row = {
+        "key": s.key,
+        "split": s.split,
+        "shard": task.name,
+        "position": s.position,
+        "foreground": Path(info.original).name,
+        "k": s.k,
+        "background": s.background,
+        "planned_background": s.background,
+        "height": info.height,
+        "width": info.width,
+        "status": status,
+        "error": error,
+        "members": [],
+        **{f"{role}_size": None for role in ROLES},
+        **{f"{role}_sha256": None for role in ROLES},
+    }
+    row.update(extra)
+    return row
+
+
+def build_shard(task: ShardTask, force: bool = False) -> ShardResult:
+    """Composite and write one shard (or return it as found when already finished).
+
+    Args:
+        task: the shard's plan slice, paths and settings.
+        force: rebuild even when a finished shard is on disk.
+
+    Returns:
+        The shard's ``ShardResult`` (also written to its record file).
+    """
+    if not force and (done := load_finished(task)) is not None:
+        return done
+    cv2.setNumThreads(1)  # one core per Dask worker process: no oversubscription
+    start = time.perf_counter()
+    out_dir, bg_dir = Path(task.out_dir), Path(task.bg_dir)
+    last_use = {s.fg_id: i for i, s in enumerate(task.samples)}
+    cache: dict[str, _Foreground | str] = {}
+    spares = iter(task.spares)
+    rows = []
+    with ShardWriter(out_dir / task.name) as writer:
+        for i, s in enumerate(task.samples):
+            if s.fg_id not in cache:
+                try:
+                    cache[s.fg_id] = _load_foreground(task, s.fg_id)
+                except (OSError, ValueError) as exc:
+                    cache[s.fg_id] = f"foreground o_{s.fg_id}: {exc}"
+            fgd = cache[s.fg_id]
+            if i == last_use[s.fg_id]:
+                del cache[s.fg_id]
+            if isinstance(fgd, str):
+                rows.append(_row(task, s, "failed", fgd))
+                continue
+            bg_name, errors = s.background, []
+            while True:
+                try:
+                    bg_bytes, bg = _read_background(bg_dir, bg_name)
+                    break
+                except (OSError, ValueError) as exc:
+                    errors.append(f"background {bg_name}: {exc}")
+                    bg_name = next(spares, None)
+                    if bg_name is None:
+                        break
+            if bg_name is None:
+                rows.append(
+                    _row(task, s, "failed", "; ".join([*errors, "no spare background left"]))
+                )
+                continue
+            fitted, fit = fit_background(bg, *fgd.alpha.shape)
+            merged = blend(fgd.fg, fitted, fgd.alpha, task.settings.rounding)
+            bg_ext = Path(bg_name).suffix.lower().lstrip(".")
+            members = {
+                "merged.png": encode_png(merged, task.settings.png_level),
+                "alpha.png": fgd.alpha_png,
+                f"fg.{fgd.ext}": fgd.data,
+                f"bg.{bg_ext}": bg_bytes,
+                "trimap.png": fgd.trimap_png,
+                "json": _sample_json(task, s, fgd, bg_name, bg, fit),
+            }
+            writer.write(s.key, members)
+            hashes = {}
+            for member, data in members.items():
+                role = member.split(".")[0]
+                hashes[f"{role}_size"] = len(data)
+                hashes[f"{role}_sha256"] = hashlib.sha256(data).hexdigest()
+            status = "replaced" if errors else "ok"
+            rows.append(_row(task, s, status, "; ".join(errors), background=bg_name,
+                             members=sorted(members), **hashes))  # fmt: skip
+        size, digest = writer.close()
+    result = ShardResult(
+        name=task.name,
+        split=task.split,
+        samples=writer.samples,
+        bytes=size,
+        sha256=digest,
+        rows=rows,
+        seconds=time.perf_counter() - start,
+    )
+    record = record_path(out_dir, task.name)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(record, json.dumps(asdict(result)).encode())
+    return result

@@ -1,0 +1,270 @@
+"""The split and the plan: which background each composite gets, and which shard holds it.
+
+Everything here is a pure function of the sorted inputs, the config and the seed (never of
+directory order or of how many workers run), so a plan can be recomputed to resume a build.
+
+Order inside a split: foregrounds are shuffled (seeded) and taken in blocks of
+``samples_per_shard // 8``; inside a block samples run k-major (``fg1-k0, fg2-k0, ..., fg1-k1``),
+and the split's sample list is cut into shards. A shard thus mixes several foregrounds (good for
+training's shuffle) while holding each of them several times (its task decodes each once).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from configs import DataConfig
+from pipeline.inputs import Foreground, InputError, Inputs
+
+TRAIN, VALIDATION = "train", "validation"
+SPARES_PER_SHARD = 16  # unused backgrounds a shard may draw on to replace corrupt ones
+_SPLIT_STREAM, _BG_STREAM, _ORDER_STREAM = 1, 2, 3  # independent seeded RNG streams
+
+
+@dataclass(frozen=True)
+class Split:
+    """Which foreground ids are train and which validation, and by what rule."""
+
+    train: tuple[str, ...]
+    validation: tuple[str, ...]
+    rule: str  # "reference-list" (the configured ids found in the data) or "seeded"
+    listed_missing: tuple[str, ...] = ()  # configured validation ids absent from the data
+
+
+@dataclass(frozen=True)
+class PlannedSample:
+    """One composite to make."""
+
+    key: str  # o_<id>-<k>, unique in the set
+    split: str
+    shard: str  # path relative to the set, e.g. train/train-000000.tar
+    position: int  # index within the shard
+    fg_id: str
+    k: int  # composite number of this foreground, 0..B-1
+    background: str  # file name in the bg dir
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a shard task needs beyond its samples (all recorded in every sample's json)."""
+
+    seed: int
+    rounding: str
+    png_level: int
+    train_trimap_radius: int
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Everything one worker needs to write one shard: paths and plan rows, never pixels."""
+
+    name: str  # e.g. train/train-000000.tar
+    split: str
+    out_dir: str
+    bg_dir: str
+    samples: tuple[PlannedSample, ...]
+    foregrounds: dict[str, Foreground]  # the foregrounds this shard uses
+    spares: tuple[str, ...]  # unused backgrounds to replace unreadable ones, in order
+    settings: Settings
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The whole build: split, samples in shard order, spares per shard, pixel settings."""
+
+    split: Split
+    samples: tuple[PlannedSample, ...]
+    settings: Settings
+    spares: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    bg_reuse: bool = False  # backgrounds are reused (--allow-bg-reuse with too few)
+
+    @property
+    def shards(self) -> tuple[str, ...]:
+        """Shard paths in order, train first."""
+        return tuple(dict.fromkeys(s.shard for s in self.samples))
+
+    def table(self) -> pa.Table:
+        """The plan as a table (``plan.parquet``); spares and the split in its metadata."""
+        rows = [asdict(s) for s in self.samples]
+        meta = {  # a resumed build must match all of it, settings included
+            "split": asdict(self.split),
+            "settings": asdict(self.settings),
+            "spares": {k: list(v) for k, v in self.spares.items()},
+            "bg_reuse": self.bg_reuse,
+        }
+        schema = pa.schema(
+            [
+                ("key", pa.string()),
+                ("split", pa.string()),
+                ("shard", pa.string()),
+                ("position", pa.int32()),
+                ("fg_id", pa.string()),
+                ("k", pa.int32()),
+                ("background", pa.string()),
+            ],
+            metadata={"plan": json.dumps(meta, sort_keys=True)},
+        )
+        return pa.Table.from_pylist(rows, schema=schema)
+
+
+def split_foregrounds(
+    ids: Sequence[str], listed: Sequence[str], seed: int, val_fraction: float, val_count: int | None
+) -> Split:
+    """The reference's validation ids when any is in the data, else a seeded split.
+
+    Args:
+        ids: every foreground id in the data.
+        listed: the configured validation ids (configs/aim500_validation.txt).
+        seed: seeds the fallback split.
+        val_fraction: fallback share held out when ``val_count`` is None.
+        val_count: fallback number held out.
+
+    Raises:
+        InputError: too few foregrounds to have both splits.
+    """
+    ids = sorted(ids)
+    present = sorted(set(listed) & set(ids))
+    if present:
+        validation = present
+        rule = "reference-list"
+    else:
+        count = val_count if val_count is not None else max(1, round(val_fraction * len(ids)))
+        if not 1 <= count < len(ids):
+            raise InputError(
+                "cannot split the foregrounds",
+                [f"--val-count {count} must be in 1..{len(ids) - 1} for {len(ids)} foregrounds"],
+            )
+        perm = np.random.default_rng([seed, _SPLIT_STREAM]).permutation(len(ids))
+        validation = sorted(ids[i] for i in perm[:count])
+        rule = "seeded"
+    train = [i for i in ids if i not in set(validation)]
+    if not train:
+        raise InputError("cannot split the foregrounds", ["every foreground is a validation id"])
+    missing = tuple(sorted(set(listed) - set(ids))) if present else ()
+    return Split(tuple(train), tuple(validation), rule, missing)
+
+
+def _order(fg_ids: Sequence[str], per_fg: int, block: int, rng: np.random.Generator):
+    """(fg_id, k) pairs: shuffled foregrounds in blocks, k-major inside each block."""
+    shuffled = [fg_ids[i] for i in rng.permutation(len(fg_ids))]
+    for start in range(0, len(shuffled), block):
+        group = shuffled[start : start + block]
+        for k in range(per_fg):
+            for fg in group:
+                yield fg, k
+
+
+def make_plan(
+    inputs: Inputs,
+    split: Split,
+    cfg: DataConfig,
+    allow_bg_reuse: bool = False,
+    earlier_problems: Sequence[str] = (),
+) -> Plan:
+    """Pair every (split, foreground, k) with a background and place it in a shard.
+
+    Backgrounds are the sorted file list permuted by the seed: validation takes the first
+    ones, train the next, the rest are spares; train and validation never share one.
+
+    Args:
+        inputs: the scanned inputs.
+        split: which foregrounds are train and validation.
+        cfg: the data config (counts, shard size, seed, pixel settings).
+        allow_bg_reuse: reuse backgrounds when there are too few for unique pairing.
+        earlier_problems: problems found by earlier checks, reported together with these.
+
+    Raises:
+        InputError: validation foregrounds without a trimap, too few backgrounds, or any
+            ``earlier_problems``: all listed in one error.
+    """
+    problems = list(earlier_problems)
+    by_id = {fg.id: fg for fg in inputs.foregrounds}
+    for fid in split.validation:
+        if by_id[fid].trimap is None:
+            problems.append(f"{inputs.data_dir / 'trimap' / f'o_{fid}.png'}: missing (validation "
+                            "foregrounds are scored on their own trimap)")  # fmt: skip
+    per_split = {TRAIN: cfg.bgs_per_train_fg, VALIDATION: cfg.bgs_per_val_fg}
+    ids = {TRAIN: split.train, VALIDATION: split.validation}
+    need = {s: len(ids[s]) * per_split[s] for s in ids}
+    total, found = sum(need.values()), len(inputs.backgrounds)
+    reuse = total > found
+    if reuse and (not allow_bg_reuse or found < 2):
+        problems.append(
+            f"{inputs.bg_dir}: {total:,} unique backgrounds needed ({len(split.train)} train x "
+            f"{cfg.bgs_per_train_fg} + {len(split.validation)} validation x {cfg.bgs_per_val_fg}), "
+            f"{found:,} found; add backgrounds, lower --bgs-per-train-fg/--bgs-per-val-fg, or "
+            + (
+                "pass --allow-bg-reuse"
+                if found >= 2
+                else "provide at least 2 with --allow-bg-reuse"
+            )
+        )
+    if problems:
+        raise InputError(
+            f"{len(problems)} problem(s) with the inputs; nothing was written", problems
+        )
+
+    bg_perm = [
+        inputs.backgrounds[i]
+        for i in np.random.default_rng([cfg.seed, _BG_STREAM]).permutation(found)
+    ]
+    if reuse:  # disjoint pools in proportion to need, each cycled
+        n_val = min(found - 1, max(1, round(found * need[VALIDATION] / total)))
+        pools = {VALIDATION: bg_perm[:n_val], TRAIN: bg_perm[n_val:]}
+        leftover: list[str] = []
+    else:
+        pools = {VALIDATION: bg_perm[: need[VALIDATION]], TRAIN: bg_perm[need[VALIDATION] : total]}
+        leftover = bg_perm[total:]
+
+    samples: list[PlannedSample] = []
+    block = max(1, cfg.samples_per_shard // 8)
+    for split_name in (TRAIN, VALIDATION):
+        rng = np.random.default_rng([cfg.seed, _ORDER_STREAM, split_name == TRAIN])
+        pool = pools[split_name]
+        pairs = _order(sorted(ids[split_name]), per_split[split_name], block, rng)
+        for j, (fid, k) in enumerate(pairs):
+            shard_no, position = divmod(j, cfg.samples_per_shard)
+            samples.append(
+                PlannedSample(
+                    key=f"o_{fid}-{k:03d}",
+                    split=split_name,
+                    shard=f"{split_name}/{split_name}-{shard_no:06d}.tar",
+                    position=position,
+                    fg_id=fid,
+                    k=k,
+                    background=pool[j % len(pool)],
+                )
+            )
+    shards = list(dict.fromkeys(s.shard for s in samples))
+    spares = {
+        name: tuple(leftover[i :: len(shards)][:SPARES_PER_SHARD]) for i, name in enumerate(shards)
+    }
+    settings = Settings(cfg.seed, cfg.rounding, cfg.png_compression, cfg.train_trimap_radius)
+    return Plan(split, tuple(samples), settings, spares, reuse)
+
+
+def shard_tasks(plan: Plan, inputs: Inputs, out_dir: Path) -> list[ShardTask]:
+    """One ``ShardTask`` per shard, in plan order."""
+    by_id = {fg.id: fg for fg in inputs.foregrounds}
+    grouped: dict[str, list[PlannedSample]] = {}
+    for sample in plan.samples:
+        grouped.setdefault(sample.shard, []).append(sample)
+    return [
+        ShardTask(
+            name=name,
+            split=rows[0].split,
+            out_dir=str(out_dir),
+            bg_dir=str(inputs.bg_dir),
+            samples=tuple(rows),
+            foregrounds={fid: by_id[fid] for fid in dict.fromkeys(r.fg_id for r in rows)},
+            spares=plan.spares.get(name, ()),
+            settings=plan.settings,
+        )
+        for name, rows in grouped.items()
+    ]

@@ -1,0 +1,139 @@
+"""The shard set's index: ``index.json`` (the commit marker) and ``samples.parquet``.
+
+Layout of a shard set ``OUT``::
+
+    OUT/index.json          version, config, split, per shard: path/samples/bytes/sha256
+    OUT/samples.parquet     one row per planned sample: where, made of what, status
+    OUT/train/train-000000.tar ...  WebDataset shards
+    OUT/validation/validation-000000.tar ...
+
+``index.json`` is written last and atomically: a set without it is unfinished. Everything a
+reader needs (shard list, sample counts per shard) comes from it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shards.writer import atomic_write_bytes
+
+FORMAT_VERSION = 1
+INDEX_NAME = "index.json"
+SAMPLES_NAME = "samples.parquet"
+SPLITS = ("train", "validation")
+ROLES = ("merged", "alpha", "fg", "bg", "trimap", "json")  # the members of every sample
+
+SAMPLE_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("split", pa.string()),
+        ("shard", pa.string()),  # path relative to the set, e.g. train/train-000000.tar
+        ("position", pa.int32()),  # order within the shard
+        ("foreground", pa.string()),  # file name in original/
+        ("k", pa.int32()),  # composite number of this foreground
+        ("background", pa.string()),  # file name in the bg dir actually used
+        ("planned_background", pa.string()),  # as planned (differs when replaced)
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("status", pa.string()),  # ok | replaced | failed
+        ("error", pa.string()),  # why replaced or failed; empty when ok
+        ("members", pa.list_(pa.string())),  # member names, e.g. fg.jpg
+        *[(f"{role}_size", pa.int64()) for role in ROLES],
+        *[(f"{role}_sha256", pa.string()) for role in ROLES],
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One shard as ``index.json`` records it."""
+
+    path: str  # relative to the set, e.g. train/train-000000.tar
+    split: str
+    samples: int
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Index:
+    """A parsed ``index.json``."""
+
+    root: str  # where it was read from (a folder or a URL prefix)
+    format_version: int
+    shards: tuple[ShardInfo, ...]
+    meta: dict[str, Any]  # everything else: config, split rule, composition, build info
+
+    def split(self, name: str) -> tuple[ShardInfo, ...]:
+        """The shards of one split, in order."""
+        return tuple(s for s in self.shards if s.split == name)
+
+    def samples(self, split: str | None = None) -> int:
+        """Sample count of a split, or of the whole set."""
+        return sum(s.samples for s in self.shards if split in (None, s.split))
+
+
+def write_samples(root: Path, rows: list[dict[str, Any]]) -> None:
+    """Write ``samples.parquet`` atomically (rows in the order given)."""
+    table = pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    atomic_write_bytes(root / SAMPLES_NAME, sink.getvalue().to_pybytes())
+
+
+def read_samples(root: Path) -> pa.Table:
+    """Read ``samples.parquet``; a clear ``ValueError`` when absent or unreadable."""
+    path = Path(root) / SAMPLES_NAME
+    try:
+        return pq.read_table(path)
+    except FileNotFoundError:
+        raise ValueError(f"{path} is missing: not a finished shard set") from None
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ValueError(f"{path} is not a readable parquet file ({exc})") from None
+
+
+def write_index(root: Path, shards: list[ShardInfo], meta: dict[str, Any]) -> None:
+    """Write ``index.json`` atomically: the last step of a build, its commit marker."""
+    body = {"format_version": FORMAT_VERSION, **meta, "shards": [asdict(s) for s in shards]}
+    atomic_write_bytes(root / INDEX_NAME, (json.dumps(body, indent=1) + "\n").encode())
+
+
+def parse_index(text: str | bytes, root: str) -> Index:
+    """Parse and check ``index.json`` content read from ``root`` (a folder or URL)."""
+    where = f"{root.rstrip('/')}/{INDEX_NAME}"
+    try:
+        body = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{where} is not valid JSON ({exc}); rebuild or re-copy the set") from None
+    if not isinstance(body, dict) or "shards" not in body:
+        raise ValueError(f"{where} has no 'shards' list: not a shard-set index")
+    version = body.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{where} has format_version {version!r}; this code reads {FORMAT_VERSION}"
+        )
+    try:
+        shards = tuple(ShardInfo(**entry) for entry in body.pop("shards"))
+    except TypeError as exc:
+        raise ValueError(f"{where}: malformed shard entry ({exc})") from None
+    body.pop("format_version")
+    return Index(root=root, format_version=version, shards=shards, meta=body)
+
+
+def read_index(root: Path) -> Index:
+    """Read ``root/index.json`` from a local shard set."""
+    path = Path(root) / INDEX_NAME
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(
+            f"{path} is missing: the shard set is unfinished or not a shard set "
+            "(re-run the build to finish it)"
+        ) from None
+    return parse_index(text, str(root))
