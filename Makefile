@@ -28,6 +28,7 @@ demo: install
 	$(PY) -m pipeline build --data-dir $(DEMO_DIR)/AIM-500 --bg-dir $(DEMO_DIR)/backgrounds \
 		--out $(DEMO_DIR)/shards --workers 2 --bgs-per-train-fg 6 --bgs-per-val-fg 4 \
 		--samples-per-shard 8 --overwrite
+	$(PY) -m indexnet_cli shards verify $(DEMO_DIR)/shards --deep --workers 2
 	@echo "Demo: data in $(DEMO_DIR)/AIM-500 and $(DEMO_DIR)/backgrounds, shards in $(DEMO_DIR)/shards."
 
 test: install

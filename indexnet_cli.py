@@ -6,6 +6,7 @@ import typer
 
 from configs.cli import app as config_app
 from pipeline.cli import app as pipeline_app
+from shards.cli import app as shards_app
 
 app = typer.Typer(
     name="indexnet",
@@ -16,6 +17,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(shards_app, name="shards")
 app.add_typer(config_app, name="config")
 
 

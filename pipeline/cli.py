@@ -20,8 +20,11 @@ from rich.text import Text
 
 from configs import ConfigError, load_config
 from pipeline.build import BuildProgress, build, default_out
+from pipeline.repair import QUARANTINE, repair
 from pipeline.sample_data import make_sample_data
-from shards.cluster import ClusterOptions
+from shards.cli import app as shards_app
+from shards.cli import print_report, run_verify
+from shards.cluster import ClusterOptions, dask_client, map_bounded
 
 EXIT_INCOMPLETE = 3  # the build finished but some samples failed (see samples.parquet)
 
@@ -207,3 +210,56 @@ def build_command(
         )
         raise typer.Exit(EXIT_INCOMPLETE)
 
+
+# `indexnet shards repair` rebuilds shards, which needs the compositor that `shards` must not
+# import; it is registered on the shards group here, where users look for it.
+@shards_app.command("repair")
+def repair_command(
+    root: Path = typer.Argument(..., help="The shard set folder (holding index.json)."),
+    data_dir: Path = typer.Option(..., help="The AIM-500 folder the set was built from."),
+    bg_dir: Path = typer.Option(..., help="The backgrounds folder the set was built from."),
+    deep: bool = typer.Option(False, help="Find damage with verify --deep (decodes everything)."),
+    workers: int | None = typer.Option(
+        None, help="Local Dask worker processes [default: CPU count]."
+    ),
+    scheduler: str | None = typer.Option(None, help="An existing Dask scheduler address."),
+    scheduler_file: Path | None = typer.Option(None, help="An existing scheduler's file."),
+) -> None:
+    """Rebuild exactly the shards that verify rejects or that are missing, then verify again.
+
+    Each rebuilt shard must reproduce the sha256 recorded in index.json (shards are
+    deterministic) and is moved into place only then. Unlisted tar files are moved to
+    OUT/.quarantine/. Needs the original inputs: the plan they give must equal plan.parquet.
+    Exit code 0 when the set verifies afterwards, 1 otherwise, 2 for bad options or inputs.
+    """
+    if workers is None and scheduler is None and scheduler_file is None:
+        workers = os.cpu_count() or 1
+    try:
+        cluster = ClusterOptions(
+            workers, scheduler, str(scheduler_file) if scheduler_file else None
+        )
+    except ValueError as exc:
+        raise _fail(exc) from None
+
+    def tasks(fn, items):
+        with dask_client(cluster) as client:
+            yield from map_bounded(client, fn, items, name="repair")
+
+    try:
+        summary = repair(root, data_dir, bg_dir, lambda: run_verify(root, deep, cluster), tasks)
+    except ValueError as exc:
+        raise _fail(exc) from None
+    if summary.before.ok:
+        typer.echo(f"{root} verifies: nothing to repair.")
+        raise typer.Exit(0)
+    for rel in summary.quarantined:
+        typer.echo(f"moved unlisted {rel} to {QUARANTINE}/")
+    for name in summary.rebuilt:
+        note = ("members match samples.parquet; index.json entry corrected"
+                if name in summary.index_corrected else "sha256 matches index.json")  # fmt: skip
+        typer.echo(f"rebuilt {name} ({note})")
+    for name, why in summary.unrepairable:
+        typer.secho(f"not repaired: {name}: {why}", err=True, fg=typer.colors.RED)
+    typer.echo("after repair:")
+    print_report(summary.after)
+    raise typer.Exit(0 if summary.ok else 1)

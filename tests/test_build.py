@@ -32,6 +32,7 @@ from shards.cluster import ClusterOptions
 from shards.codec import decode_color, decode_grey
 from shards.index import INDEX_NAME, ROLES, read_index, read_samples
 from shards.mattes import BackgroundFit, apply_fit, blend, trimap_from_alpha
+from shards.verify import verify
 
 runner = CliRunner()
 BIN = Path(sys.executable).parent
@@ -361,6 +362,8 @@ def test_resume_after_sigkill_is_byte_identical(sample_data, tmp_path):
     assert read_samples(out).equals(read_samples(clean))
     assert read_index(out).shards == read_index(clean).shards
     assert not list(out.rglob("*.tmp"))
+    report = verify(out, deep=True)
+    assert report.ok, report.problems
 
     before = _snapshot(clean / "train")
     again = build(sample_data.data_dir, sample_data.bg_dir, cfg, clean, ClusterOptions(1))

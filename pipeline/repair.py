@@ -1,0 +1,149 @@
+"""Rebuild exactly the shards that ``verify`` rejects or that are missing, then verify again.
+
+Shards are deterministic, so a rebuilt shard must reproduce what was recorded: each is built in
+``OUT/.repair/`` and moved into place only when its sha256 equals ``index.json``'s, or, where
+that entry itself was altered, when every member's sha256 equals ``samples.parquet``'s (then the
+entry is corrected from the rebuilt shard). Unlisted
+tar files are moved to ``OUT/.quarantine/`` (never deleted). The plan is recomputed from the
+inputs and the config recorded in the index, and must equal ``plan.parquet``: inputs that
+changed since the build cannot reproduce its shards, and repair says so instead of writing
+different bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from configs import config_from_dict
+from pipeline.build import PLAN_NAME, prepare
+from pipeline.compose import RECORDS_DIR, build_shard, record_path
+from pipeline.plan import shard_tasks
+from shards.index import ROLES, ShardInfo, read_index, read_samples, write_index
+from shards.verify import VerifyReport
+
+STAGING = ".repair"
+QUARANTINE = ".quarantine"
+
+
+@dataclass
+class RepairSummary:
+    """What ``repair`` did."""
+
+    before: VerifyReport
+    after: VerifyReport | None = None
+    rebuilt: list[str] = field(default_factory=list)
+    quarantined: list[str] = field(default_factory=list)
+    unrepairable: list[tuple[str, str]] = field(default_factory=list)  # (shard or file, why)
+    index_corrected: list[str] = field(default_factory=list)  # entries rewritten from rebuilds
+
+    @property
+    def ok(self) -> bool:
+        return self.after is not None and self.after.ok
+
+
+def repair(
+    root: Path,
+    data_dir: Path,
+    bg_dir: Path,
+    run_verify: Callable[[], VerifyReport],
+    run_tasks: Callable[[Callable, list], object],
+) -> RepairSummary:
+    """Verify, rebuild what failed from the inputs, move it into place, verify again.
+
+    Args:
+        root: the shard set.
+        data_dir: the AIM-500 folder the set was built from.
+        bg_dir: its backgrounds folder.
+        run_verify: runs ``shards.verify.verify`` on ``root`` (the CLI passes a Dask one).
+        run_tasks: maps a function over tasks, yielding ``(task, result, error)``.
+
+    Raises:
+        ValueError: the index is unusable, or the inputs no longer give the recorded plan.
+    """
+    root = Path(root).resolve()
+    summary = RepairSummary(before=run_verify())
+    if summary.before.ok:
+        summary.after = summary.before
+        return summary
+    if summary.before.checks.get("index") or summary.before.checks.get("samples"):
+        raise ValueError(
+            f"{root}: the index itself is unusable ({summary.before.problems[0].detail}); "
+            "re-run `indexnet pipeline build` with the same options to finish or rebuild the set"
+        )
+    index = read_index(root)
+    listed = {s.path: s for s in index.shards}
+    for rel in [p.shard for p in summary.before.problems if p.check == "listing"]:
+        target = root / QUARANTINE / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(root / rel, target)
+        summary.quarantined.append(rel)
+    bad = [s for s in summary.before.bad_shards if s in listed]
+    if bad:
+        cfg = config_from_dict(index.meta["config"])
+        split = index.meta.get("split", {})
+        val_count = len(split.get("validation", [])) if split.get("rule") == "seeded" else None
+        reuse = bool(index.meta.get("composition", {}).get("bg_reuse"))
+        inputs, plan = prepare(data_dir, bg_dir, cfg, allow_bg_reuse=reuse, val_count=val_count)
+        recorded = pq.read_table(root / PLAN_NAME)
+        if not recorded.equals(plan.table(), check_metadata=True):
+            raise ValueError(
+                f"{data_dir} and {bg_dir} do not give the plan this set was built from "
+                f"({root / PLAN_NAME}); repair needs the original inputs"
+            )
+        staging = root / STAGING
+        shutil.rmtree(staging, ignore_errors=True)
+        tasks = [
+            dataclasses.replace(t, out_dir=str(staging))
+            for t in shard_tasks(plan, inputs, root)
+            if t.name in bad
+        ]
+        recorded_members = _member_hashes(read_samples(root).to_pylist())
+        corrected = dict(listed)
+        for task, result, error in run_tasks(_rebuild, tasks):
+            if error is not None:
+                summary.unrepairable.append((task.name, f"rebuild failed: {error}"))
+                continue
+            same_tar = result.sha256 == listed[task.name].sha256
+            same_members = _member_hashes(result.rows) == {
+                k: v for k, v in recorded_members.items() if k[0] == task.name
+            }
+            if not (same_tar or same_members):
+                summary.unrepairable.append(
+                    (task.name, "the rebuilt shard differs from what the index records: the "
+                                "inputs' content or the library versions changed since the "
+                                "build; left as it was")
+                )  # fmt: skip
+                continue
+            (root / RECORDS_DIR).mkdir(exist_ok=True)
+            os.replace(staging / task.name, root / task.name)
+            os.replace(record_path(staging, task.name), record_path(root, task.name))
+            summary.rebuilt.append(task.name)
+            if not same_tar:
+                corrected[task.name] = ShardInfo(task.name, task.split, result.samples,
+                                                 result.bytes, result.sha256)  # fmt: skip
+                summary.index_corrected.append(task.name)
+        shutil.rmtree(staging, ignore_errors=True)
+        if summary.index_corrected:
+            meta = dict(index.meta)
+            write_index(root, [corrected[s.path] for s in index.shards], meta)
+    summary.after = run_verify()
+    return summary
+
+
+def _member_hashes(rows: list[dict]) -> dict[tuple[str, str], tuple]:
+    """(shard, key) -> (status, member sha256s) of every sample row."""
+    return {
+        (row["shard"], row["key"]): (row["status"], *(row[f"{r}_sha256"] for r in ROLES))
+        for row in rows
+    }
+
+
+def _rebuild(task):
+    return build_shard(task, force=True)

@@ -1,0 +1,156 @@
+"""``indexnet shards ...``: prove a shard set whole (verify), describe it (info).
+
+``indexnet shards repair`` is registered here by ``pipeline.cli``: rebuilding needs the
+compositor, which this package must not import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from shards.cluster import ClusterOptions, dask_client, map_bounded
+from shards.info import describe
+from shards.verify import VerifyReport, verify
+
+app = typer.Typer(
+    name="shards",
+    help="Check and describe WebDataset shard sets: verify, info, repair.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(exc: Exception, code: int = 2) -> typer.Exit:
+    typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+@app.callback()
+def _group() -> None:
+    """Check and describe WebDataset shard sets: verify, info, repair."""
+
+
+def print_report(report: VerifyReport, limit: int = 40) -> None:
+    """The problems (first ``limit``) and a summary table of every check."""
+    for problem in report.problems[:limit]:
+        err.print(f"[red]FAIL[/red] {escape(str(problem))}", highlight=False)
+    if len(report.problems) > limit:
+        err.print(f"... and {len(report.problems) - limit} more (see --report)")
+    table = Table(title=f"shards verify{' --deep' if report.deep else ''}: {report.root}")
+    table.add_column("check")
+    table.add_column("failures", justify="right")
+    checks = ["index", "samples", "count", "listing", "missing", "size", "sha256", "tar",
+              "members", "keys"]  # fmt: skip
+    if report.deep:
+        checks += ["decode", "sizes", "trimap", "composite", "member_sha256"]
+    for check in checks:
+        n = report.checks.get(check, 0)
+        table.add_row(check, f"[red]{n}[/red]" if n else "[green]0[/green]")
+    out.print(table)
+    rate = report.bytes / report.seconds / 1e9 if report.seconds else 0.0
+    verdict = "[green]OK[/green]" if report.ok else f"[red]FAILED[/red] ({len(report.problems)})"
+    out.print(
+        f"{verdict}: {report.shards} shards, {report.samples:,} samples, "
+        f"{report.bytes / 1e9:.2f} GB in {report.seconds:.1f} s ({rate:.2f} GB/s)"
+    )
+
+
+def run_verify(root: Path, deep: bool, cluster: ClusterOptions) -> VerifyReport:
+    """``verify`` on a Dask cluster with a progress bar (also used by ``shards repair``)."""
+    bar = Progress(TextColumn("[bold]verifying"), BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn(), console=err)  # fmt: skip
+    with dask_client(cluster) as client, bar:
+        task = bar.add_task("shards", total=None)
+
+        def run(fn, items):
+            bar.update(task, total=len(items))
+            return map_bounded(client, fn, items, name="verify", retries=1)
+
+        return verify(root, deep, run=run, on_shard=lambda _: bar.advance(task))
+
+
+@app.command("verify")
+def verify_command(
+    root: Path = typer.Argument(..., help="The shard set folder (holding index.json)."),
+    deep: bool = typer.Option(
+        False, help="Also decode every member and recompute every composite."
+    ),
+    workers: int | None = typer.Option(
+        None, help="Local Dask worker processes [default: CPU count]."
+    ),
+    scheduler: str | None = typer.Option(None, help="An existing Dask scheduler address."),
+    scheduler_file: Path | None = typer.Option(None, help="An existing scheduler's file."),
+    report: Path | None = typer.Option(None, help="Write the full report as JSON here."),
+) -> None:
+    """Prove a shard set complete and uncorrupted; exit 0 only when every check holds.
+
+    Checks the index and samples.parquet agree; every listed shard exists with its recorded
+    size and sha256 and no unlisted tar is present; every tar parses to its end; every sample
+    has exactly its recorded members; keys are unique across the set; counts agree. --deep also
+    decodes every member, checks sizes and trimap values, recomputes merged from fg, bg and
+    alpha, and checks each member's sha256. Shards are checked in parallel on Dask.
+    """
+    if workers is None and scheduler is None and scheduler_file is None:
+        workers = os.cpu_count() or 1
+    try:
+        cluster = ClusterOptions(
+            workers, scheduler, str(scheduler_file) if scheduler_file else None
+        )
+    except ValueError as exc:
+        raise _fail(exc) from None
+    result = run_verify(root, deep, cluster)
+    print_report(result)
+    if report:
+        report.write_text(json.dumps(result.to_json(), indent=1) + "\n")
+        out.print(f"report: {report}")
+    raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command("info")
+def info_command(
+    root: Path = typer.Argument(..., help="The shard set folder (holding index.json)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the description as JSON."),
+) -> None:
+    """Describe a shard set from its index alone (instant, whatever its size).
+
+    Samples and bytes per split, image size distribution, the build's config, split rule,
+    composition rule and build time. Reads index.json and samples.parquet, never the shards.
+    """
+    try:
+        info = describe(root)
+    except ValueError as exc:
+        raise _fail(exc, 1) from None
+    if as_json:
+        typer.echo(json.dumps(info, indent=1))
+        return
+    table = Table(title=f"shard set {info['root']}")
+    for column in ("split", "shards", "samples", "failed", "GB", "MB/sample"):
+        table.add_column(column, justify="left" if column == "split" else "right")
+    for split, row in info["splits"].items():
+        table.add_row(split, str(row["shards"]), f"{row['samples']:,}", str(row["failed"]),
+                      f"{row['bytes'] / 1e9:.3f}", f"{row['mb_per_sample']:.2f}")  # fmt: skip
+    out.print(table)
+    sizes = info["image_sizes"]
+    out.print(
+        f"image sizes (w x h): min {sizes['min']}, median {sizes['median']}, max {sizes['max']}; "
+        f"megapixels: {sizes['megapixels']}"
+    )
+    config = json.loads(json.dumps(info["config"]))
+    ids = config.get("data", {}).get("validation_ids")
+    if ids is not None:
+        config["data"]["validation_ids"] = f"<{len(ids)} ids>"
+    for key, value in (("split", info["split_rule"]), ("composition", info["composition"]),
+                       ("build", info["build"]), ("config", config)):  # fmt: skip
+        out.print(f"{key}: {json.dumps(value)}", highlight=False, markup=False)

@@ -1,0 +1,72 @@
+"""Describe a shard set from its index alone: ``index.json`` and ``samples.parquet``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shards.index import SPLITS, read_index, read_samples
+
+MEGAPIXEL_BINS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, float("inf"))
+
+
+def _size(width: float, height: float) -> str:
+    return f"{int(width)}x{int(height)}"
+
+
+def describe(root: Path) -> dict[str, Any]:
+    """Samples and bytes per split, image size distribution, config, split rule, build time.
+
+    Never opens a shard, so it takes milliseconds for 44,200 samples.
+
+    Raises:
+        ValueError: the index or samples.parquet is missing or unreadable.
+    """
+    index = read_index(Path(root))
+    table = read_samples(Path(root)).select(["split", "status", "height", "width"]).to_pydict()
+    status = np.array(table["status"])
+    split_of = np.array(table["split"])
+    splits = {}
+    for split in SPLITS:
+        shards = index.split(split)
+        samples = sum(s.samples for s in shards)
+        size = sum(s.bytes for s in shards)
+        splits[split] = {
+            "shards": len(shards),
+            "samples": samples,
+            "failed": int(((split_of == split) & (status == "failed")).sum()),
+            "bytes": size,
+            "mb_per_sample": size / samples / 1e6 if samples else 0.0,
+        }
+    height = np.array(table["height"], np.float64)
+    width = np.array(table["width"], np.float64)
+    pixels = height * width / 1e6
+    order = np.argsort(pixels, kind="stable")
+    hist, _ = np.histogram(pixels, bins=MEGAPIXEL_BINS)
+    labels = [f"{lo:g}-{hi:g}" if hi != float("inf") else f">{lo:g}"
+              for lo, hi in zip(MEGAPIXEL_BINS[:-1], MEGAPIXEL_BINS[1:], strict=True)]  # fmt: skip
+    if len(order):
+        mid = order[len(order) // 2]
+        sizes = {
+            "min": _size(width[order[0]], height[order[0]]),
+            "median": _size(width[mid], height[mid]),
+            "max": _size(width[order[-1]], height[order[-1]]),
+        }
+    else:
+        sizes = {"min": None, "median": None, "max": None}
+    sizes["megapixels"] = {label: int(n) for label, n in zip(labels, hist, strict=True) if n}
+    meta = index.meta
+    return {
+        "root": str(root),
+        "format_version": index.format_version,
+        "splits": splits,
+        "total": {"samples": index.samples(), "bytes": sum(s.bytes for s in index.shards)},
+        "image_sizes": sizes,
+        "split_rule": {k: v for k, v in meta.get("split", {}).items() if k == "rule"}
+        | {f"{k}_count": len(v) for k, v in meta.get("split", {}).items() if isinstance(v, list)},
+        "composition": meta.get("composition", {}),
+        "build": meta.get("build", {}),
+        "config": meta.get("config", {}),
+    }

@@ -1,0 +1,370 @@
+"""Prove a shard set complete and uncorrupted, or say exactly what is wrong.
+
+``verify(root)`` checks, in order:
+
+- the index: ``index.json`` parses; ``samples.parquet`` reads; their counts agree;
+- the listing: every listed shard exists; no unlisted ``.tar`` lies in the set;
+- every shard (one Dask task each, one sequential read of the file): its size and sha256 are the
+  recorded ones; the tar parses to its end; every member is ``<key>.<ext>``, a regular file;
+  every sample has exactly its recorded members; keys are the recorded ones, in order, unique;
+- across shards: no key appears twice;
+- with ``deep``: every member decodes; fg, bg, alpha, trimap and merged agree in size; trimap
+  values are within {0, 128, 255}; ``merged == blend(fg, fit(bg), alpha)`` exactly (the rounding
+  the sample records); each member's sha256 is the one in ``samples.parquet``.
+
+Shards are read into memory only, never extracted: a member named ``../../x`` is reported,
+and nothing is written anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shards.codec import decode_color, decode_grey
+from shards.index import ROLES, ShardInfo, read_index, read_samples
+from shards.mattes import BackgroundFit, apply_fit, blend
+
+TRIMAP_VALUES = np.array([0, 128, 255], np.uint8)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One failed check: where (shard, key) and what."""
+
+    check: str  # index, samples, count, listing, missing, size, sha256, tar, members, keys,
+    #             decode, sizes, trimap, composite, member_sha256
+    detail: str
+    shard: str | None = None
+    key: str | None = None
+
+    def __str__(self) -> str:
+        where = " ".join(p for p in (self.shard, self.key and f"key {self.key}") if p)
+        return f"[{self.check}] {where + ': ' if where else ''}{self.detail}"
+
+
+@dataclass(frozen=True)
+class ExpectedSample:
+    """What ``samples.parquet`` records of one written sample."""
+
+    key: str
+    members: tuple[str, ...]  # sorted member names, e.g. ('alpha.png', 'bg.jpg', ...)
+    sha256: dict[str, str]  # member name -> sha256
+
+
+@dataclass(frozen=True)
+class ShardCheck:
+    """The task of checking one shard: where it is and what it must hold."""
+
+    root: str
+    info: ShardInfo
+    expected: tuple[ExpectedSample, ...]
+    deep: bool
+
+
+@dataclass
+class ShardReport:
+    """What a shard check found."""
+
+    shard: str
+    samples: int = 0  # samples read
+    bytes: int = 0  # bytes read
+    keys: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass
+class VerifyReport:
+    """The outcome of ``verify``; ``ok`` only when every check held."""
+
+    root: str
+    deep: bool
+    shards: int = 0
+    samples: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    problems: list[Problem] = field(default_factory=list)
+    checks: dict[str, int] = field(default_factory=dict)  # check -> failures
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def bad_shards(self) -> list[str]:
+        """Shards with at least one problem, in order (what ``repair`` rebuilds)."""
+        return list(dict.fromkeys(p.shard for p in self.problems if p.shard))
+
+    def to_json(self) -> dict[str, Any]:
+        """The report file's content."""
+        return {
+            "ok": self.ok,
+            "root": self.root,
+            "deep": self.deep,
+            "shards": self.shards,
+            "samples": self.samples,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "failures_by_check": self.checks,
+            "bad_shards": self.bad_shards,
+            "problems": [asdict(p) for p in self.problems],
+        }
+
+
+class _HashingReader:
+    """Sequential reader that hashes and counts everything read through it."""
+
+    def __init__(self, raw) -> None:
+        self._raw = raw
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self.sha256.update(data)
+        self.size += len(data)
+        return data
+
+    def drain(self, chunk: int = 1 << 22) -> None:
+        """Hash whatever the tar reader left unread (end-of-archive padding)."""
+        while data := self.read(chunk):
+            del data
+
+
+def _check_sample(
+    shard: str, key: str, members: dict[str, bytes], expected: ExpectedSample | None
+) -> list[Problem]:
+    """Deep checks of one sample's members."""
+    problems: list[Problem] = []
+
+    def bad(check: str, detail: str) -> None:
+        problems.append(Problem(check, detail, shard, key))
+
+    if expected is not None:
+        for name, data in members.items():
+            want = expected.sha256.get(name)
+            if want and hashlib.sha256(data).hexdigest() != want:
+                bad("member_sha256", f"{name} sha256 differs from samples.parquet")
+    by_role = {name.split(".", 1)[0]: name for name in members}
+    if set(by_role) != set(ROLES):
+        return problems  # reported by the structural check
+    decoded: dict[str, np.ndarray] = {}
+    for role, decode in (("merged", decode_color), ("fg", decode_color), ("bg", decode_color),
+                         ("alpha", decode_grey), ("trimap", decode_grey)):  # fmt: skip
+        try:
+            decoded[role] = decode(members[by_role[role]])
+        except ValueError as exc:
+            bad("decode", f"{by_role[role]}: {exc}")
+    try:
+        meta = json.loads(members[by_role["json"]])
+        fit = BackgroundFit.from_json(meta["bg_fit"])
+        rounding = meta["composition"]["rounding"]
+        size = (int(meta["height"]), int(meta["width"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        bad("decode", f"json: not a valid sample record ({exc})")
+        return problems
+    if len(decoded) < 5:
+        return problems
+    shapes = {role: decoded[role].shape[:2] for role in ("merged", "fg", "alpha", "trimap")}
+    if set(shapes.values()) != {size}:
+        sizes = ", ".join(f"{role} {w}x{h}" for role, (h, w) in shapes.items())
+        bad("sizes", f"members disagree with json {size[1]}x{size[0]}: {sizes}")
+        return problems
+    extra = np.setdiff1d(np.unique(decoded["trimap"]), TRIMAP_VALUES)
+    if extra.size:
+        bad("trimap", f"values outside 0/128/255: {extra[:8].tolist()}")
+    try:
+        fitted = apply_fit(decoded["bg"], fit)
+    except ValueError as exc:
+        bad("composite", f"bg does not fit: {exc}")
+        return problems
+    if fitted.shape[:2] != size:
+        bad(
+            "sizes",
+            f"fitted bg is {fitted.shape[1]}x{fitted.shape[0]}, json says {size[1]}x{size[0]}",
+        )
+        return problems
+    merged = blend(decoded["fg"], fitted, decoded["alpha"], rounding)
+    diff = merged != decoded["merged"]
+    if diff.any():
+        worst = int(np.abs(merged.astype(np.int16) - decoded["merged"]).max())
+        bad("composite", f"merged differs from blend(fg, fit(bg), alpha) at {int(diff.sum())} "
+                         f"values (max {worst})")  # fmt: skip
+    return problems
+
+
+def check_shard(task: ShardCheck) -> ShardReport:
+    """Check one shard in a single sequential read (the function each Dask task runs)."""
+    info, report = task.info, ShardReport(task.info.path)
+    path = Path(task.root) / info.path
+
+    def bad(check: str, detail: str, key: str | None = None) -> None:
+        report.problems.append(Problem(check, detail, info.path, key))
+
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        bad("missing", "listed in index.json but not on disk")
+        return report
+    if size != info.bytes:
+        bad("size", f"{size:,} bytes, index.json records {info.bytes:,}")
+    expected = {e.key: e for e in task.expected}
+    seen: dict[str, set[str]] = {}
+    order: list[str] = []
+
+    def finish(key: str, members: dict[str, bytes]) -> None:
+        want = expected.get(key)
+        if want is None:
+            bad("keys", "not recorded for this shard in samples.parquet", key)
+        elif tuple(sorted(members)) != want.members:
+            missing = sorted(set(want.members) - set(members))
+            unexpected = sorted(set(members) - set(want.members))
+            detail = "; ".join(
+                part for part in (missing and f"missing {', '.join(missing)}",
+                                  unexpected and f"unexpected {', '.join(unexpected)}") if part
+            )  # fmt: skip
+            bad("members", detail, key)
+        if task.deep:
+            report.problems.extend(_check_sample(info.path, key, members, want))
+
+    with open(path, "rb") as raw:
+        reader = _HashingReader(raw)
+        current: str | None = None
+        members: dict[str, bytes] = {}
+        try:
+            with tarfile.open(fileobj=reader, mode="r|") as tar:  # streaming: never seeks
+                for member in tar:
+                    name = member.name
+                    key, dot, ext = name.partition(".")
+                    if not member.isfile() or not dot or not key or "/" in name or "\\" in name:
+                        bad("members", f"member {name!r} is not a file named <key>.<ext>")
+                        continue
+                    if key != current:
+                        if current is not None:
+                            finish(current, members)
+                        if key in seen:
+                            bad("keys", "appears twice in this shard (not contiguous)", key)
+                        current, members = key, {}
+                        seen.setdefault(key, set())
+                        order.append(key)
+                    if ext in members:
+                        bad("members", f"member {name!r} appears twice", key)
+                    handle = tar.extractfile(member)
+                    members[ext] = handle.read() if task.deep else b""
+                    seen[key].add(ext)
+                if current is not None:
+                    finish(current, members)
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            bad("tar", f"does not parse to its end: {exc}")
+        reader.drain()
+    report.bytes = reader.size
+    report.keys = order
+    report.samples = len(order)
+    digest = reader.sha256.hexdigest()
+    if digest != info.sha256:
+        bad("sha256", f"sha256 {digest[:16]}... differs from index.json's {info.sha256[:16]}...")
+    if report.samples != info.samples:
+        bad("count", f"{report.samples} samples read, index.json records {info.samples}")
+    for key in [k for k in expected if k not in seen]:
+        bad("keys", "recorded in samples.parquet but not in the shard", key)
+    return report
+
+
+def _expected_by_shard(root: Path) -> dict[str, tuple[ExpectedSample, ...]]:
+    table = read_samples(root)
+    columns = table.to_pydict()
+    out: dict[str, list[ExpectedSample]] = defaultdict(list)
+    for i, status in enumerate(columns["status"]):
+        if status == "failed":
+            continue
+        members = tuple(sorted(columns["members"][i]))
+        sha = {m: columns[f"{m.split('.', 1)[0]}_sha256"][i] for m in members}
+        out[columns["shard"][i]].append(ExpectedSample(columns["key"][i], members, sha))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def verify(
+    root: Path,
+    deep: bool = False,
+    run: Callable[[Callable, list[ShardCheck]], Any] | None = None,
+    on_shard: Callable[[ShardReport | None], None] | None = None,
+) -> VerifyReport:
+    """Check a shard set; every problem is collected, none stops the run.
+
+    Args:
+        root: the shard set folder (with ``index.json``).
+        deep: also decode every member and recompute every composite.
+        run: maps ``check_shard`` over the tasks and yields ``(task, report, error)``; default
+            runs them in this process (the CLI passes a Dask mapper).
+        on_shard: called after each shard (for progress).
+
+    Returns:
+        A ``VerifyReport``; ``ok`` only when every check held.
+    """
+    start = time.perf_counter()
+    root = Path(root)
+    report = VerifyReport(str(root), deep)
+    try:
+        index = read_index(root)
+    except ValueError as exc:
+        report.problems.append(Problem("index", str(exc)))
+        return _finish(report, start)
+    try:
+        expected = _expected_by_shard(root)
+    except (ValueError, KeyError) as exc:
+        report.problems.append(Problem("samples", str(exc)))
+        expected = {}
+    listed = {s.path for s in index.shards}
+    for info in index.shards:
+        if expected and len(expected.get(info.path, ())) != info.samples:
+            report.problems.append(Problem(
+                "count", f"samples.parquet has {len(expected.get(info.path, ()))} written samples, "
+                f"index.json records {info.samples}", info.path))  # fmt: skip
+    for extra in sorted(set(expected) - listed):
+        report.problems.append(Problem("count", "in samples.parquet but not in index.json", extra))
+    written = index.meta.get("counts", {}).get("written")
+    if written is not None and written != index.samples():
+        report.problems.append(
+            Problem("count", f"index.json counts {written} written, its shards {index.samples()}")
+        )
+    for path in sorted(root.rglob("*.tar")):
+        rel = path.relative_to(root).as_posix()
+        if rel not in listed and not any(part.startswith(".") for part in Path(rel).parts):
+            report.problems.append(Problem("listing", "a .tar not listed in index.json", rel))
+    tasks = [ShardCheck(str(root), s, expected.get(s.path, ()), deep) for s in index.shards]
+    run = run or (lambda fn, items: ((t, fn(t), None) for t in items))
+    done: dict[str, ShardReport] = {}
+    for task, shard_report, error in run(check_shard, tasks):
+        if error is not None:
+            shard_report = ShardReport(task.info.path)
+            shard_report.problems.append(Problem("tar", f"check crashed: {error}", task.info.path))
+        done[task.info.path] = shard_report
+        if on_shard:
+            on_shard(shard_report)
+    owner: dict[str, str] = {}
+    for info in index.shards:  # index order: the report does not depend on completion order
+        shard_report = done[info.path]
+        report.problems.extend(shard_report.problems)
+        report.samples += shard_report.samples
+        report.bytes += shard_report.bytes
+        for key in shard_report.keys:
+            if key in owner and owner[key] != info.path:
+                report.problems.append(Problem("keys", f"also in {owner[key]}", info.path, key))
+            owner.setdefault(key, info.path)
+    report.shards = len(done)
+    return _finish(report, start)
+
+
+def _finish(report: VerifyReport, start: float) -> VerifyReport:
+    report.seconds = time.perf_counter() - start
+    report.checks = dict(Counter(p.check for p in report.problems))
+    return report
