@@ -1,7 +1,7 @@
 """Typed, frozen, validated configuration loaded from ``configs/default.yaml``.
 
-Public API: ``Config``, ``DataConfig``, ``TrainConfig``, ``LossConfig``, ``ConfigError``,
-``load_config``, ``config_from_dict``, ``DEFAULT_CONFIG``.
+Public API: ``Config``, ``DataConfig``, ``TrainConfig``, ``LossConfig``, ``ModelConfig``,
+``ConfigError``, ``load_config``, ``config_from_dict``, ``DEFAULT_CONFIG``.
 
 One frozen dataclass per stage. ``load_config`` starts from the packaged defaults, merges a user
 YAML file over them, applies ``section.key=value`` overrides, and validates once: an unknown key
@@ -16,6 +16,7 @@ from configs.schema import (
     ConfigError,
     DataConfig,
     LossConfig,
+    ModelConfig,
     TrainConfig,
     config_from_dict,
     load_config,
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "LossConfig",
+    "ModelConfig",
     "TrainConfig",
     "config_from_dict",
     "load_config",

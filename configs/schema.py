@@ -121,12 +121,41 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """The IndexNet variant (REFERENCE.md section 2); the defaults are the released model.
+
+    The official code's switches map onto these fields: ``indexnet='depthwise'`` with
+    ``index_mode='m2o'``/``'o2o'`` is ``index_block: m2o``/``o2o``, ``indexnet='holistic'`` is
+    ``index_block: holistic``; ``use_nonlinear``, ``use_context``, ``apply_aspp``,
+    ``output_stride``, ``decoder_kernel_size`` and ``conv_operator`` keep their meaning.
+    """
+
+    index_block: Literal["m2o", "o2o", "holistic"] = "m2o"  # depthwise M2O | O2O | holistic
+    nonlinear: bool = True  # index branch = conv-BN-ReLU6-conv1x1; false: a single linear conv
+    context: bool = True  # index convs 4x4 (stride 2, padding 1); false: 2x2 (no overlap)
+    aspp: bool = True  # ASPP context module 320 -> 160; false: a 1x1 conv-BN-ReLU6
+    output_stride: int = 32  # 32: five index blocks; 16: no index6, layer6/7 dilated by 2
+    decoder_kernel_size: int = 5  # kernel of every decoder and head conv (odd)
+    decoder_conv: Literal["std_conv", "dep_sep_conv"] = "std_conv"  # k x k conv | dw k x k + 1x1
+
+    def __post_init__(self) -> None:
+        if self.output_stride not in (16, 32):
+            _fail("model.output_stride", f"must be 32 or 16, got {self.output_stride}")
+        if self.decoder_kernel_size < 1 or self.decoder_kernel_size % 2 == 0:
+            _fail(
+                "model.decoder_kernel_size",
+                f"must be an odd size >= 1, got {self.decoder_kernel_size}",
+            )
+
+
+@dataclass(frozen=True)
 class Config:
     """All stages' settings; ``to_dict()`` is what outputs record as their resolved config."""
 
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain, YAML/JSON-serialisable dict of every resolved value."""
@@ -140,7 +169,12 @@ class Config:
         }
 
 
-_SECTIONS: dict[str, type] = {"data": DataConfig, "train": TrainConfig, "loss": LossConfig}
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "train": TrainConfig,
+    "loss": LossConfig,
+    "model": ModelConfig,
+}
 
 
 def _at_least(obj: Any, name: str, low: int) -> None:
