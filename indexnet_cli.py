@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from configs.cli import app as config_app
+from evaluation.cli import evaluate_app
 from pipeline.cli import app as pipeline_app
 from shards.cli import app as shards_app
 from training.cli import model_app
@@ -19,6 +20,7 @@ app = typer.Typer(
 )
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(shards_app, name="shards")
+app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(config_app, name="config")
 app.add_typer(model_app, name="model")
 
