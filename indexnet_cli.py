@@ -8,7 +8,7 @@ from configs.cli import app as config_app
 from evaluation.cli import evaluate_app
 from pipeline.cli import app as pipeline_app
 from shards.cli import app as shards_app
-from training.cli import model_app
+from training.cli import model_app, train_command
 
 app = typer.Typer(
     name="indexnet",
@@ -23,6 +23,7 @@ app.add_typer(shards_app, name="shards")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(config_app, name="config")
 app.add_typer(model_app, name="model")
+app.command("train")(train_command)
 
 
 def main() -> None:

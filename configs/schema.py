@@ -69,9 +69,23 @@ class TrainConfig:
     trimap_radius: tuple[int, ...] = (1, 19)  # on-the-fly unknown band radius range, inclusive
     flip_prob: float = 0.5  # horizontal flip probability
     freeze_encoder_bn: bool = True  # encoder BatchNorm statistics stay fixed
+    # how the trainer runs (not part of the reference recipe)
+    shuffle_buffer: int = 64  # samples held per loader worker for shuffling (0: none)
+    bf16: bool = False  # bfloat16 autocast for the forward pass (the loss stays float32)
+    channels_last: bool = False  # NHWC memory format (faster convolutions on GPUs)
+    sync_bn: bool = False  # SyncBatchNorm across ranks (decoder BN; encoder BN stays frozen)
+    corrupt: Literal["stop", "skip"] = "stop"  # a corrupt shard or sample: stop, or skip+count
+    validate: bool = True  # score the validation split after every epoch; keep best.pt by Grad
+    val_max_samples: int = 0  # validation samples scored per epoch (0: all)
+    log_every: int = 10  # steps between train.jsonl records
+    checkpoint_every: int = 500  # steps between checkpoints within an epoch (0: only per epoch)
 
     def __post_init__(self) -> None:
-        _at_least(self, "batch_size", 1)
+        _at_least(self, "batch_size", 2)  # BatchNorm after ASPP's global pool needs B >= 2
+        _at_least(self, "shuffle_buffer", 0)
+        _at_least(self, "val_max_samples", 0)
+        _at_least(self, "log_every", 1)
+        _at_least(self, "checkpoint_every", 0)
         _at_least(self, "epochs", 1)
         _at_least(self, "input_size", 32)
         _at_least(self, "small_image_min_side", 1)

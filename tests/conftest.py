@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -36,3 +41,42 @@ def sample_copy(sample_data: SampleDataSummary, tmp_path: Path) -> tuple[Path, P
     data_dir = shutil.copytree(sample_data.data_dir, tmp_path / "in" / "AIM-500")
     bg_dir = shutil.copytree(sample_data.bg_dir, tmp_path / "in" / "backgrounds")
     return Path(data_dir), Path(bg_dir)
+
+
+@pytest.fixture(scope="session")
+def shard_set(sample_data: SampleDataSummary, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished shard set of the sample data (read-only: copy it to damage it).
+
+    5 train foregrounds x 6 + 1 validation x 4 backgrounds, 8 samples per shard: train shards
+    of 8, 8, 8 and 6 samples (deliberately uneven) and one validation shard of 4.
+    """
+    from configs import load_config
+    from pipeline.build import build
+    from shards.cluster import ClusterOptions
+
+    out = tmp_path_factory.mktemp("shard-set") / "shards"
+    cfg = load_config(
+        overrides=["data.bgs_per_train_fg=6", "data.bgs_per_val_fg=4", "data.samples_per_shard=8"]
+    )
+    summary = build(sample_data.data_dir, sample_data.bg_dir, cfg, out, ClusterOptions(workers=1))
+    assert summary.complete
+    return out
+
+
+@contextmanager
+def serve_directory(root: Path) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 serving ``root``; yields its base URL (with a slash)."""
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's signature
+        pass

@@ -30,6 +30,8 @@ def test_every_command_has_help():
     root = typer.main.get_command(app)
     paths = _commands(root)
     assert ["pipeline", "sample-data"] in paths and ["config", "show"] in paths
+    assert ["train"] in paths and ["model", "import-official"] in paths
+    assert ["evaluate", "score"] in paths
     for path in [[]] + [p[:1] for p in paths] + paths:
         result = runner.invoke(app, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output)

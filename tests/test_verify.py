@@ -12,11 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from configs import load_config
 from indexnet_cli import app
-from pipeline.build import build
 from pipeline.repair import repair
-from shards.cluster import ClusterOptions
 from shards.codec import decode_color, decode_grey, encode_png
 from shards.index import read_index
 from shards.info import describe
@@ -28,15 +25,10 @@ TRAIN0 = "train/train-000000.tar"
 TRAIN1 = "train/train-000001.tar"
 
 
-@pytest.fixture(scope="module")
-def built(sample_data, tmp_path_factory) -> Path:
-    """A finished shard set of the sample data (read-only: tests copy it)."""
-    out = tmp_path_factory.mktemp("verify") / "shards"
-    cfg = load_config(overrides=["data.bgs_per_train_fg=6", "data.bgs_per_val_fg=4",
-                                 "data.samples_per_shard=8"])  # fmt: skip
-    summary = build(sample_data.data_dir, sample_data.bg_dir, cfg, out, ClusterOptions(workers=1))
-    assert summary.complete
-    return out
+@pytest.fixture
+def built(shard_set) -> Path:
+    """The session's finished shard set (read-only: tests copy it)."""
+    return shard_set
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""``indexnet model ...``: import the official weights, describe a model variant.
+"""``indexnet model ...`` (import the official weights, describe a variant) and ``indexnet train``.
 
 torch is imported inside the commands, so that the root ``indexnet`` app (which mounts this
 group) starts fast for commands that never touch a model.
@@ -6,6 +6,7 @@ group) starts fast for commands that never touch a model.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -112,3 +113,176 @@ def summary(
     typer.echo(f"input:       (B, 4, H, W), H and W multiples of {model.cfg.output_stride}")
     if report is not None:
         typer.echo(report.summary())
+
+
+# -- indexnet train ---------------------------------------------------------------------------
+
+
+def _train_overrides(
+    overrides: list[str],
+    epochs: int | None,
+    batch_size: int | None,
+    input_size: int | None,
+) -> list[str]:
+    """``--set`` values (a bare ``key=value`` means ``train.key``) plus the shortcut options."""
+    sets = [s if "." in s.partition("=")[0] else f"train.{s}" for s in overrides]
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("input_size", input_size)):
+        if value is not None:
+            sets.append(f"train.{key}={value}")
+    return sets
+
+
+class _RichTrainProgress:
+    """A progress bar (loss, lr, samples/s, ETA) on a terminal; a line per log record otherwise."""
+
+    def __init__(self, log_every: int) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = Console(stderr=True)
+        self.log_every = log_every
+        self.bar = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            disable=not self.console.is_terminal,
+        )
+        self.task = None
+
+    def start(self, total_steps: int, first_step: int, steps_per_epoch: int) -> None:
+        self.console.print(
+            f"Training {total_steps - first_step} steps ({steps_per_epoch} per epoch)"
+            + (f", resuming at step {first_step}" if first_step else "")
+        )
+        self.bar.start()
+        self.task = self.bar.add_task(
+            "train",
+            total=total_steps,
+            completed=first_step,
+            epoch=first_step // steps_per_epoch,
+            loss="-",
+            lr="-",
+            rate="- samples/s",
+        )
+
+    def step(self, record: dict) -> None:
+        fields = {
+            "epoch": record["epoch"],
+            "loss": f"{record['loss']:.4f}",
+            "lr": f"{record['lr']:.2g}",
+            "rate": f"{record['samples_per_s']:.1f} samples/s",
+        }
+        self.bar.update(self.task, completed=record["step"], **fields)
+        if not self.console.is_terminal and record["step"] % self.log_every == 0:
+            self.console.print(
+                f"step {record['step']} epoch {record['epoch']} loss {record['loss']:.4f} "
+                f"(alpha {record['loss_alpha']:.4f}, comp {record['loss_comp']:.4f}) "
+                f"lr {record['lr']:.2g} {record['ms_per_step']:.0f} ms/step "
+                f"(data {record['data_wait_ms']:.0f} ms)"
+            )
+
+    def validated(self, epoch: int, metrics: dict) -> None:
+        self.console.print(
+            f"epoch {epoch} validation ({metrics['samples']} images): SAD {metrics['sad']:.3f} "
+            f"MSE {metrics['mse']:.5f} Grad {metrics['grad']:.3f} Conn {metrics['conn']:.3f}"
+        )
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+
+def train_command(
+    shards: str = typer.Option(
+        ...,
+        "--shards",
+        help="Shard set folder or URL (http://host/path/), a brace pattern of shard files or "
+        "URLs, or a pipe: command (then also --index).",
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory: checkpoints and logs."),
+    config: Path | None = ConfigOption,
+    overrides: list[str] = typer.Option(
+        [],
+        "--set",
+        "-s",
+        help="Override one value: section.key=value, or key=value for train.key (repeatable).",
+    ),
+    backbone: Path | None = typer.Option(
+        None, "--backbone", help="ImageNet MobileNetV2 weights (torchvision or official layout)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from RUN_DIR/checkpoints/last.pt at its step."
+    ),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs [default: train.epochs]."),
+    max_steps: int | None = typer.Option(
+        None, "--max-steps", help="Stop after N optimiser steps in total (a short run)."
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Batch per device [default: train.batch_size, 16]."
+    ),
+    input_size: int | None = typer.Option(
+        None, "--input-size", help="Network input side, a multiple of 32 [default: 320]."
+    ),
+    loader_workers: int = typer.Option(
+        4, "--loader-workers", help="Data loader processes per rank (0: in the training process)."
+    ),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    index: str | None = typer.Option(
+        None, "--index", help="The shard set's folder or URL, for pipe: sources."
+    ),
+) -> None:
+    """Train IndexNet on a shard set with the reference recipe (configs/default.yaml).
+
+    Run it directly for one process, or under torchrun for DDP (NCCL on GPUs, gloo on CPUs):
+    torchrun --nproc-per-node 8 -m training --shards ... --out ... (or the path of the
+    indexnet script followed by train). Writes RUN_DIR/checkpoints/last.pt (every epoch and
+    every train.checkpoint_every steps), best.pt (by validation Grad), train.jsonl and
+    config.yaml. --resume, or a torchrun restart, continues from last.pt. Exit code 0: done;
+    1: training stopped (non-finite loss, corrupt shard); 2: bad options, config or shards.
+    """
+    from training.data import ShardError
+    from training.trainer import RunOptions, TrainingError, train
+
+    try:
+        cfg = load_config(config, _train_overrides(overrides, epochs, batch_size, input_size))
+        if loader_workers < 0:
+            raise ValueError(f"--loader-workers must be >= 0, got {loader_workers}")
+        if max_steps is not None and max_steps < 1:
+            raise ValueError(f"--max-steps must be >= 1, got {max_steps}")
+        options = RunOptions(
+            shards, out, index, resume, max_steps, loader_workers, device, backbone
+        )
+        rank = int(os.environ.get("RANK", "0"))
+        progress = _RichTrainProgress(cfg.train.log_every) if rank == 0 else None
+        summary = train(cfg, options, progress)
+    except (ConfigError, ValueError) as exc:
+        raise _fail(exc) from None
+    except (TrainingError, ShardError) as exc:
+        raise _fail(exc, 1) from None
+    if rank == 0:
+        typer.echo(
+            f"steps {summary.step} (epochs {summary.epochs})"
+            + (f", resumed at {summary.resumed_from}" if summary.resumed_from is not None else "")
+            + f"  last loss {summary.last_loss:.4f}  {summary.seconds:.1f} s on "
+            f"{summary.world_size} rank(s)"
+            + (f"  best validation Grad {summary.best_grad:.3f}" if summary.best_grad else "")
+            + (f"  skipped {summary.skipped} corrupt shard(s)/sample(s)" if summary.skipped else "")
+        )
+        typer.echo(f"checkpoint: {summary.checkpoint}\nlog: {out / 'train.jsonl'}")
+
+
+train_app = typer.Typer(
+    name="train", pretty_exceptions_enable=False, rich_markup_mode=None, add_completion=False
+)
+train_app.command()(train_command)  # `python -m training` / `torchrun -m training`

@@ -1,0 +1,364 @@
+"""training.trainer and ``indexnet train``: real runs on the sample shards, single process and
+2 gloo ranks under a real ``torchrun``, streaming over HTTP, with resume, restarts and faults."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from configs import load_config
+from indexnet_cli import app
+from tests.conftest import serve_directory
+from training.checkpoint import load_checkpoint, load_model
+from training.trainer import RunOptions, TrainingError, train
+
+# a tiny network input so that a CPU step takes milliseconds; everything else is the recipe
+TINY = [
+    "train.input_size=32",
+    "train.crop_sizes=[32]",
+    "train.small_image_min_side=64",
+    "train.batch_size=2",
+    "train.log_every=1",
+    "train.val_max_samples=2",
+    "train.shuffle_buffer=4",
+]
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _cfg(*extra: str):
+    return load_config(overrides=[*TINY, *extra])
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "train.jsonl").read_text().splitlines()]
+
+
+def _steps(run: Path) -> list[int]:
+    return [r["step"] for r in _records(run) if "loss" in r]
+
+
+def test_single_process_run_checkpoints_validates_and_resumes(shard_set, tmp_path):
+    run = tmp_path / "run"
+    cfg = _cfg("train.checkpoint_every=3")
+    # 30 samples / batch 2 = 15 steps per epoch: 17 steps end epoch 0 and go 2 into epoch 1
+    summary = train(cfg, RunOptions(str(shard_set), run, max_steps=17, loader_workers=0))
+    assert summary.step == 17 and summary.epochs == 1 and summary.resumed_from is None
+    assert torch.isfinite(torch.tensor(summary.last_loss))
+    records = _records(run)
+    assert _steps(run) == list(range(1, 18))
+    first = records[0]
+    assert {
+        "loss",
+        "loss_alpha",
+        "loss_comp",
+        "lr",
+        "lr_encoder",
+        "ms_per_step",
+        "data_wait_ms",
+        "samples_per_s",
+    } <= first.keys()
+    assert first["lr"] == 0.01 and first["lr_encoder"] == pytest.approx(1e-4)
+    validation = [r for r in records if "validation" in r]
+    assert len(validation) == 1 and validation[0]["step"] == 15
+    assert set(validation[0]["validation"]) == {"sad", "mse", "grad", "conn", "samples"}
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert best["step"] == 15 and best["epoch"] == 1 and last["step"] == 17
+    assert best["best_grad"] == validation[0]["validation"]["grad"] == summary.best_grad
+    assert last["config"]["train"]["input_size"] == 32
+    assert {"optimizer", "scheduler", "rng"} <= last.keys()
+    assert load_config(run / "config.yaml") == cfg
+
+    again = train(cfg, RunOptions(str(shard_set), run, resume=True, max_steps=20, loader_workers=0))
+    assert again.resumed_from == 17 and again.step == 20
+    assert _steps(run) == list(range(1, 21))
+    assert {"resume": 17, "restarts": "0"} in _records(run)
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 20
+    assert load_model(run / "checkpoints" / "last.pt").cfg == cfg.model
+
+
+def test_resume_continues_the_optimizer_state(shard_set, tmp_path):
+    """A run resumed at step 4 goes on from the saved weights, Adam moments and schedule."""
+    cfg = _cfg("train.validate=false", "train.checkpoint_every=4")
+    run = tmp_path / "run"
+    train(cfg, RunOptions(str(shard_set), run, max_steps=4, loader_workers=0))
+    saved = load_checkpoint(run / "checkpoints" / "last.pt")
+    model = load_model(run / "checkpoints" / "last.pt")
+    # the optimizer state came back: one more resumed step moves from exactly these weights
+    train(cfg, RunOptions(str(shard_set), run, resume=True, max_steps=5, loader_workers=0))
+    after = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert after["step"] == 5
+    state = after["optimizer"]["state"]
+    assert all(int(s["step"]) == 5 for s in state.values())  # Adam's count went on from 4
+    moved = [k for k, v in model.state_dict().items() if not torch.equal(v, after["model"][k])]
+    assert moved and saved["scheduler"]["last_epoch"] == after["scheduler"]["last_epoch"] == 0
+
+
+def test_cli_train_and_its_errors(shard_set, tmp_path):
+    runner = CliRunner()
+    run = tmp_path / "run"
+    args = [
+        "train",
+        "--shards",
+        str(shard_set),
+        "--out",
+        str(run),
+        "--loader-workers",
+        "0",
+        "--input-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "2",
+        "--set",
+        "crop_sizes=[32]",
+        "--set",
+        "train.small_image_min_side=64",
+        "--set",
+        "validate=false",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "steps 2" in result.output and "checkpoint:" in result.output
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
+
+    def fails(extra: list[str], message: str, out: Path = tmp_path / "other") -> None:
+        argv = [a if a != str(run) else str(out) for a in args] + extra
+        result = runner.invoke(app, argv)
+        assert result.exit_code == 2, result.output
+        assert message in result.output, result.output
+
+    fails(["--resume"], "--resume: no checkpoint at")
+    fails(["--device", "tpu"], "--device must be cpu or cuda")
+    fails(["--batch-size", "1"], "train.batch_size: must be >= 2")
+    fails(["--set", "train.epochz=1"], "train.epochz: unknown key")
+    fails(["--set", "sync_bn=true"], "train.sync_bn needs --device cuda")
+    fails(["--loader-workers", "9"], "cannot feed 1 rank(s) x 9 loader worker(s)")
+    fails(["--shards", str(tmp_path)], "index.json is missing")
+    only_train = shutil.copytree(shard_set, tmp_path / "only-train")
+    index = json.loads((only_train / "index.json").read_text())
+    index["shards"] = [s for s in index["shards"] if s["split"] == "train"]
+    (only_train / "index.json").write_text(json.dumps(index))
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--shards",
+            str(only_train),
+            "--out",
+            str(tmp_path / "x"),
+            "--loader-workers",
+            "0",
+        ],
+    )
+    assert result.exit_code == 2 and "no validation shards" in result.output, result.output
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shard_set, tmp_path, capsys):
+    run = tmp_path / "run"
+    # a learning rate this large sends the weights to +-1e30 in one step (still finite: that
+    # checkpoint is written); the next loss overflows, and the run stops before the update
+    wild = _cfg(
+        "train.validate=false",
+        "train.checkpoint_every=1",
+        "train.learning_rate=1e30",
+        "train.backbone_lr_mult=1",
+    )
+    with pytest.raises(
+        TrainingError,
+        match=r"loss is not finite at epoch 0 step 2 .*before the "
+        r"update.*last good checkpoint is .*last\.pt",
+    ):
+        train(wild, RunOptions(str(shard_set), run, max_steps=10, loader_workers=0))
+    last = run / "checkpoints" / "last.pt"
+    assert load_checkpoint(last)["step"] == 1
+    assert not list(run.rglob("*.tmp"))
+    # resuming with another learning rate says that the saved schedule wins
+    tame = _cfg("train.validate=false", "train.checkpoint_every=0", "train.backbone_lr_mult=1")
+    with pytest.raises(TrainingError, match="loss is not finite at epoch 0 step 2"):
+        train(tame, RunOptions(str(shard_set), run, resume=True, max_steps=10, loader_workers=0))
+    assert "train.learning_rate: 1e+30 -> 0.01" in capsys.readouterr().err
+    assert load_checkpoint(last)["step"] == 1
+
+
+def _truncated_copy(shard_set: Path, tmp_path: Path) -> Path:
+    root = shutil.copytree(shard_set, tmp_path / "damaged")
+    for name in ("train-000000.tar", "train-000001.tar", "train-000002.tar", "train-000003.tar"):
+        path = root / "train" / name
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) * 2 // 3])  # cut inside a member
+    return root
+
+
+def test_corrupt_shard_stops_naming_it_or_is_skipped_and_counted(shard_set, tmp_path):
+    damaged = _truncated_copy(shard_set, tmp_path)
+    args = [
+        "train",
+        "--shards",
+        str(damaged),
+        "--loader-workers",
+        "0",
+        "--input-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "12",
+        "--set",
+        "crop_sizes=[32]",
+        "--set",
+        "small_image_min_side=64",
+        "--set",
+        "validate=false",
+    ]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "stop")])
+    assert result.exit_code == 1, result.output
+    assert "corrupt shard" in result.output and "train-00000" in result.output
+    assert "after key o_" in result.output and "train.corrupt=skip" in result.output
+
+    result = CliRunner().invoke(
+        app, [*args, "--out", str(tmp_path / "skip"), "--set", "train.corrupt=skip"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "skipped" in result.output and "corrupt shard(s)/sample(s)" in result.output
+
+
+# -- DDP: 2 gloo ranks under a real torchrun ------------------------------------------------
+
+
+def _torchrun(*args: str, restarts: int = 0) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "--max-restarts",
+        str(restarts),
+        "-m",
+        "training",
+        *args,
+    ]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env.pop("TORCHELASTIC_RESTART_COUNT", None)
+    return env
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """Kill torchrun and every process under it (its ranks run in sessions of their own)."""
+    try:
+        family = [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]
+    except psutil.Error:
+        return
+    for p in family:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+
+
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=cwd
+    )
+    try:
+        out, err = proc.communicate(timeout=300)
+    finally:
+        _kill_tree(proc)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _ddp_args(shards: str, run: Path, steps: int, *extra: str) -> list[str]:
+    sets = [x for s in TINY for x in ("--set", s)]
+    return ["--shards", shards, "--out", str(run), "--max-steps", str(steps), *sets, *extra]
+
+
+def test_ddp_two_ranks_stream_uneven_shards_over_http_and_resume(shard_set, tmp_path):
+    run = tmp_path / "run"
+    with serve_directory(shard_set.parent) as base:
+        url = base + shard_set.name + "/"
+        # 30 samples in shards of 8, 8, 8 and 6 over 2 ranks x batch 2: 7 steps per epoch on
+        # every rank, though the ranks hold different numbers of samples
+        first = _run(_torchrun(*_ddp_args(url, run, 8, "--loader-workers", "1")), tmp_path)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "on 2 rank(s)" in first.stdout
+        last = load_checkpoint(run / "checkpoints" / "last.pt")
+        assert last["step"] == 8
+        validation = [r for r in _records(run) if "validation" in r]
+        assert len(validation) == 1 and validation[0]["step"] == 7
+        assert validation[0]["validation"]["samples"] == 2  # shared by the ranks, then reduced
+        assert (run / "checkpoints" / "best.pt").exists()
+        assert all(torch.isfinite(torch.tensor(r["loss"])) for r in _records(run) if "loss" in r)
+
+        resumed = _run(
+            _torchrun(*_ddp_args(url, run, 10, "--loader-workers", "1", "--resume")), tmp_path
+        )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resumed at 8" in resumed.stdout
+    assert _steps(run) == list(range(1, 11))
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 10
+
+
+def _rank_pids(agent: int) -> list[int]:
+    pids = []
+    for child in psutil.Process(agent).children(recursive=True):
+        try:
+            if "training" in child.cmdline():
+                pids.append(child.pid)
+        except psutil.Error:
+            continue
+    return pids
+
+
+def test_a_killed_rank_comes_back_from_the_last_checkpoint(shard_set, tmp_path):
+    run = tmp_path / "run"
+    last = run / "checkpoints" / "last.pt"
+    cmd = _torchrun(
+        *_ddp_args(
+            str(shard_set),
+            run,
+            60,
+            "--loader-workers",
+            "0",
+            "--set",
+            "validate=false",
+            "--set",
+            "checkpoint_every=4",
+        ),
+        restarts=1,
+    )
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=tmp_path
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not last.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint came"
+            time.sleep(0.02)
+        ranks = _rank_pids(proc.pid)
+        assert len(ranks) == 2, ranks
+        os.kill(ranks[1], signal.SIGKILL)
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        _kill_tree(proc)
+    assert proc.returncode == 0, output
+    resumes = [r for r in _records(run) if "resume" in r]
+    assert resumes and resumes[0]["restarts"] == "1" and resumes[0]["resume"] % 4 == 0
+    steps = _steps(run)
+    assert steps[-1] == 60 and sorted(set(steps)) == list(range(1, 61))
+    assert load_checkpoint(last)["step"] == 60

@@ -1,0 +1,110 @@
+"""Full-resolution alpha prediction with a trained IndexNet (validation, evaluation, predict).
+
+The network needs sides that are multiples of 32: the input is reflect-padded up to the next
+multiple and the output cropped back (the official code resizes instead; padding keeps every
+pixel at its own resolution). The prediction is clipped to [0, 1], forced to 0 where the trimap
+is 0 and to 1 where it is 255, and rounded to 8 bits: REFERENCE.md section 4.
+
+Images larger than ``max_pixels`` are predicted in overlapping tiles (each reflect-padded the
+same way), blended with linear ramps where they overlap, so memory stays bounded; tiles without
+an unknown pixel are skipped, since every pixel there is forced to 0 or 1 anyway. A tile sees
+less context than the whole image (ASPP's global pooling, the encoder's receptive field), which
+is what tiling can cost in accuracy (BENCHMARKS.md measures it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training.augment import normalise_input
+
+MULTIPLE = 32
+
+
+def _forward_padded(model: torch.nn.Module, planes: torch.Tensor) -> torch.Tensor:
+    """(1, 4, H, W) -> (H, W) raw prediction, reflect-padding to a multiple of 32."""
+    height, width = planes.shape[-2:]
+    pad_h, pad_w = -height % MULTIPLE, -width % MULTIPLE
+    if pad_h or pad_w:
+        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+        planes = F.pad(planes, (0, pad_w, 0, pad_h), mode=mode)
+    return model(planes)[0, 0, :height, :width].float()
+
+
+def _ramp(length: int, overlap: int, first: bool, last: bool) -> np.ndarray:
+    weight = np.ones(length, np.float32)
+    if overlap and not first:
+        weight[:overlap] = np.linspace(0, 1, overlap + 2, dtype=np.float32)[1:-1]
+    if overlap and not last:
+        weight[-overlap:] = np.linspace(1, 0, overlap + 2, dtype=np.float32)[1:-1]
+    return weight
+
+
+def _starts(size: int, tile: int, overlap: int) -> list[int]:
+    if size <= tile:
+        return [0]
+    count = math.ceil((size - overlap) / (tile - overlap))
+    step = (size - tile) / (count - 1)
+    return [round(i * step) for i in range(count)]
+
+
+@torch.inference_mode()
+def predict_alpha(
+    model: torch.nn.Module,
+    rgb: np.ndarray,
+    trimap: np.ndarray,
+    device: torch.device | str = "cpu",
+    max_pixels: int = 4_000_000,
+    tile: int = 1536,
+    overlap: int = 128,
+) -> np.ndarray:
+    """Predict an 8-bit alpha matte for one image.
+
+    Args:
+        model: an IndexNet in eval mode.
+        rgb: (H, W, 3) uint8 RGB image.
+        trimap: (H, W) uint8 trimap with values 0/128/255.
+        device: where to run the network.
+        max_pixels: images with more pixels are predicted in ``tile`` x ``tile`` tiles.
+        tile: tile side (a multiple of 32) for large images.
+        overlap: pixels shared by neighbouring tiles, blended linearly.
+
+    Returns:
+        (H, W) uint8 alpha.
+    """
+    if rgb.shape[:2] != trimap.shape:
+        raise ValueError(f"image {rgb.shape[:2]} and trimap {trimap.shape} differ in size")
+    if max_pixels < 1 or tile % MULTIPLE or not 0 <= 2 * overlap < tile:
+        raise ValueError(
+            f"max_pixels must be >= 1 (got {max_pixels}), tile a multiple of {MULTIPLE} (got "
+            f"{tile}) and overlap in [0, tile / 2) (got {overlap})"
+        )
+    height, width = trimap.shape
+    planes = torch.from_numpy(normalise_input(rgb, trimap))[None].to(device)
+    if height * width <= max_pixels:
+        raw = _forward_padded(model, planes).cpu().numpy()
+    else:
+        raw = np.zeros((height, width), np.float32)
+        weight = np.zeros((height, width), np.float32)
+        ys, xs = _starts(height, tile, overlap), _starts(width, tile, overlap)
+        for i, y in enumerate(ys):
+            for j, x in enumerate(xs):
+                h, w = min(tile, height - y), min(tile, width - x)
+                if not (trimap[y : y + h, x : x + w] == 128).any():
+                    continue  # every pixel of the tile is known: forced to 0 or 1 below
+                part = _forward_padded(model, planes[..., y : y + h, x : x + w]).cpu().numpy()
+                ramp = np.outer(
+                    _ramp(h, overlap, i == 0, i == len(ys) - 1),
+                    _ramp(w, overlap, j == 0, j == len(xs) - 1),
+                )
+                raw[y : y + h, x : x + w] += part * ramp
+                weight[y : y + h, x : x + w] += ramp
+        raw /= np.maximum(weight, 1e-12)  # weight is 0 only on known pixels of skipped tiles
+    alpha = np.clip(raw, 0.0, 1.0)
+    alpha[trimap == 0] = 0.0
+    alpha[trimap == 255] = 1.0
+    return np.rint(alpha * 255).astype(np.uint8)

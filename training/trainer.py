@@ -1,0 +1,437 @@
+"""The DDP trainer: one process, or one per device under ``torchrun`` (NCCL on GPU, gloo on CPU).
+
+``train(cfg, options)`` streams the shards (``training.data``), trains with the reference recipe
+(Adam with the encoder at ``learning_rate / backbone_lr_mult``, MultiStepLR over epochs), and
+writes to ``RUN_DIR``:
+
+- ``checkpoints/last.pt`` every epoch and every ``checkpoint_every`` steps (atomic: a temp file,
+  then a rename), holding model, optimizer, scheduler, epoch, step, resolved config and RNG
+  states; ``checkpoints/best.pt`` by validation Grad when validation is on;
+- ``train.jsonl``: every ``log_every`` steps the loss terms, learning rates, ms per step, ms
+  waiting for data and samples/s; a ``validation`` record per epoch; a ``resume`` record when a
+  run continues;
+- ``config.yaml``: the resolved config.
+
+Every rank runs exactly ``steps_per_epoch`` steps (from the index's sample counts), so uneven
+shards never leave a rank waiting in an all-reduce. A non-finite loss on any rank stops every
+rank before the update, with the last good checkpoint intact. ``--resume``, or a restart by
+``torchrun --max-restarts``, continues from ``last.pt`` at its step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+
+from configs import Config
+from training.checkpoint import load_checkpoint, save_checkpoint
+from training.data import (
+    MattingStream,
+    check_shard_count,
+    make_loader,
+    resolve_shards,
+    steps_per_epoch,
+)
+from training.loss import matting_loss
+from training.model import IndexNet, build_model
+from training.validate import validate
+
+LAST, BEST = "last.pt", "best.pt"
+LOG_NAME = "train.jsonl"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); the message says where and what is kept."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where and how to run, beyond the recipe in ``Config``."""
+
+    shards: str  # shard set folder or URL, brace pattern, or pipe: command
+    out: Path  # run directory
+    index: str | None = None  # the set's folder/URL when ``shards`` cannot locate it (pipe:)
+    resume: bool = False  # continue from RUN_DIR/checkpoints/last.pt
+    max_steps: int | None = None  # stop after this many steps in total (for short runs)
+    loader_workers: int = 4  # DataLoader processes per rank (0: load in the training process)
+    device: str = "cpu"  # cpu or cuda
+    backbone: Path | None = None  # ImageNet MobileNetV2 weights for a fresh encoder
+
+
+@dataclass
+class TrainSummary:
+    """What a run did (the same on every rank)."""
+
+    step: int = 0  # optimiser steps taken in total (including before a resume)
+    epochs: int = 0  # epochs completed
+    resumed_from: int | None = None  # the step a resume started at
+    last_loss: float = math.nan
+    best_grad: float | None = None  # best validation Grad so far
+    checkpoint: Path | None = None  # the last checkpoint written
+    seconds: float = 0.0
+    skipped: int = 0  # corrupt shards or samples skipped (policy "skip"), all ranks
+    world_size: int = 1
+
+
+class TrainProgress:
+    """Callbacks a front end overrides to show progress (called on rank 0 only)."""
+
+    def start(self, total_steps: int, first_step: int, steps_per_epoch: int) -> None:
+        """Training begins at ``first_step`` (after a resume) of ``total_steps``."""
+
+    def step(self, record: dict) -> None:
+        """A step ended; ``record`` holds step, epoch, loss terms, lr, ms per step, data wait."""
+
+    def validated(self, epoch: int, metrics: dict) -> None:
+        """The validation split was scored after ``epoch`` (0-based)."""
+
+    def stop(self) -> None:
+        """Training ended or failed."""
+
+
+def _distributed(device: str) -> tuple[int, int, int]:
+    """Join the process group when launched by torchrun; (rank, world size, local rank)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        # torchrun's agent keeps one key-value store across restarts, so a restarted group could
+        # read the addresses its dead predecessors left there and hang connecting to them; a
+        # prefix per restart keeps each attempt's keys apart
+        store, rank, world = next(dist.rendezvous("env://"))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        store = dist.PrefixStore(f"indexnet/attempt_{attempt}", store)
+        backend = "nccl" if device == "cuda" else "gloo"
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world)
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+    return 0, 1, 0
+
+
+def _device(name: str, local_rank: int) -> torch.device:
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is available; use --device cpu")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    if name != "cpu":
+        raise ValueError(f"--device must be cpu or cuda, got {name!r}")
+    return torch.device("cpu")
+
+
+def _optimizer(model: IndexNet, cfg: Config) -> torch.optim.Adam:
+    """Adam over two groups: the encoder at lr / backbone_lr_mult, the rest at lr."""
+    t = cfg.train
+    groups = [
+        {
+            "name": "encoder",
+            "lr": t.learning_rate / t.backbone_lr_mult,
+            "params": list(model.encoder_parameters()),
+        },
+        {"name": "decoder", "lr": t.learning_rate, "params": list(model.decoder_parameters())},
+    ]
+    return torch.optim.Adam(
+        groups, betas=tuple(t.adam_betas), eps=t.adam_eps, weight_decay=t.weight_decay
+    )
+
+
+def _all_true(flag: bool, device: torch.device, world: int) -> bool:
+    """``flag`` and-ed over every rank (on the device: NCCL reduces only CUDA tensors)."""
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    if world > 1:
+        dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())
+
+
+def _changed(saved: dict, current: dict) -> list[str]:
+    """``section.key: old -> new`` for every value of ``current`` that differs from ``saved``."""
+    return [
+        f"{section}.{key}: {saved[section][key]!r} -> {value!r}"
+        for section, values in current.items()
+        for key, value in values.items()
+        if section in saved and key in saved[section] and saved[section][key] != value
+    ]
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+class _Run:
+    """One training run on one rank: set up in ``__init__``, trained by ``fit()``."""
+
+    def __init__(self, cfg: Config, options: RunOptions, progress: TrainProgress) -> None:
+        self.start_time = time.perf_counter()
+        self.cfg, self.options, self.progress = cfg, options, progress
+        t = cfg.train
+        self.owns_group = not dist.is_initialized()
+        self.rank, self.world, local_rank = _distributed(options.device)
+        self.device = _device(options.device, local_rank)
+        if t.sync_bn and self.device.type != "cuda":
+            raise ValueError("train.sync_bn needs --device cuda: SyncBatchNorm has no CPU kernels")
+        self.shards = resolve_shards(options.shards, "train", options.index)
+        if t.validate and not self.shards.index.split("validation"):
+            raise ValueError(
+                f"{options.shards}: the shard set has no validation shards to score after each "
+                "epoch; pass --set train.validate=false to train without validation"
+            )
+        check_shard_count(len(self.shards.urls), self.world, options.loader_workers)
+        self.per_epoch = steps_per_epoch(self.shards.total, self.world, t.batch_size)
+        self.total_steps = self.per_epoch * t.epochs
+        if options.max_steps is not None:
+            self.total_steps = min(self.total_steps, options.max_steps)
+
+        out = Path(options.out)
+        self.ckpt_dir = out / "checkpoints"
+        if self.rank == 0:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+        torch.manual_seed(t.seed)  # the same initial weights on every rank
+        model = build_model(cfg.model, options.backbone)
+        self.backbone_report = model.backbone_report
+        model.freeze_encoder_bn(t.freeze_encoder_bn)
+        if t.sync_bn and self.world > 1:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = model.to(self.device)
+        if t.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.optimizer = _optimizer(model, cfg)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, list(t.milestones), t.lr_decay
+        )
+        self.summary = TrainSummary(world_size=self.world)
+        self.step = 0
+        self.saved_step = -1
+        self._resume()
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.net = DistributedDataParallel(model, device_ids=ids) if self.world > 1 else model
+        self.skipped = torch.multiprocessing.get_context("fork").Value("i", 0)
+        self.log = open(out / LOG_NAME, "a") if self.rank == 0 else None  # noqa: SIM115
+
+    def _resume(self) -> None:
+        last = self.ckpt_dir / LAST
+        restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+        if not (self.options.resume or restarted):
+            return
+        if not last.exists():
+            if self.options.resume:
+                raise ValueError(f"--resume: no checkpoint at {last}")
+            return  # restarted before the first checkpoint: start over
+        state = load_checkpoint(last)
+        changed = _changed(state.get("config") or {}, self.cfg.to_dict())
+        if changed and self.rank == 0:
+            print(
+                f"warning: resuming {last} with a config that differs from its own in "
+                f"{', '.join(changed)}; the optimizer and learning-rate schedule continue "
+                "as saved",
+                file=sys.stderr,
+                flush=True,
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.step = self.saved_step = int(state["step"])
+        self.summary.best_grad = state.get("best_grad")
+        self.summary.resumed_from = self.step
+
+    def _write(self, record: dict) -> None:
+        if self.log is not None:
+            self.log.write(json.dumps(record) + "\n")
+            self.log.flush()
+
+    def _checkpoint(self, name: str) -> Path:
+        """Write ``name`` on rank 0 (all ranks hold the same weights); refuse non-finite ones."""
+        path = self.ckpt_dir / name
+        if self.rank != 0:
+            return path
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            raise TrainingError(
+                f"weights are not finite at step {self.step}; not overwriting {path}, "
+                f"the last good checkpoint is {self.ckpt_dir / LAST}"
+            )
+        save_checkpoint(
+            path,
+            self.model,
+            self.cfg,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            epoch=self.step // self.per_epoch,
+            step=self.step,
+            rng=_rng_state(),
+            best_grad=self.summary.best_grad,
+        )
+        if name == LAST:
+            self.saved_step = self.step
+            self.summary.checkpoint = path
+        return path
+
+    def _validate(self, epoch: int) -> None:
+        """Score the validation split (shared over ranks); keep ``best.pt`` by Grad."""
+        t = self.cfg.train
+        metrics = validate(
+            self.model,
+            self.shards.index.root,
+            self.device,
+            t.val_max_samples,
+            self.rank,
+            self.world,
+        )
+        self._write({"validation": metrics, "epoch": epoch, "step": self.step})
+        if self.rank == 0:
+            self.progress.validated(epoch, metrics)
+        if self.summary.best_grad is None or metrics["grad"] < self.summary.best_grad:
+            self.summary.best_grad = metrics["grad"]
+            self._checkpoint(BEST)
+
+    def _train_step(self, batch: dict[str, torch.Tensor], epoch: int) -> dict[str, float]:
+        t = self.cfg.train
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        image = batch["image"]
+        if t.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=t.bf16):
+            pred = self.net(image)
+        loss = matting_loss(
+            pred,
+            batch["alpha"],
+            batch["fg"],
+            batch["bg"],
+            batch["merged"],
+            batch["unknown"],
+            self.cfg.loss,
+        )
+        if not _all_true(bool(torch.isfinite(loss.total)), self.device, self.world):
+            raise TrainingError(
+                f"the loss is not finite at epoch {epoch} step {self.step + 1} (on some rank); "
+                f"training stopped before the update, and the last good checkpoint is "
+                f"{self.ckpt_dir / LAST}. Lower train.learning_rate or check the data."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        self.optimizer.step()
+        return {
+            name: float(value.detach())
+            for name, value in (
+                ("loss", loss.total),
+                ("loss_alpha", loss.alpha),
+                ("loss_comp", loss.comp),
+            )
+        }
+
+    def _epoch(self, epoch: int, in_epoch: int) -> None:
+        """Steps ``in_epoch .. per_epoch`` of ``epoch`` (fewer when ``total_steps`` comes first)."""
+        t = self.cfg.train
+        stream = MattingStream(
+            self.shards,
+            t,
+            self.rank,
+            self.world,
+            epoch,
+            in_epoch,
+            t.shuffle_buffer,
+            t.corrupt,
+            self.skipped,
+        )
+        loader = iter(make_loader(stream, t.batch_size, self.options.loader_workers))
+        self.net.train()
+        tick = time.perf_counter()
+        while in_epoch < self.per_epoch and self.step < self.total_steps:
+            batch = next(loader)
+            got = time.perf_counter()
+            losses = self._train_step(batch, epoch)
+            self.step += 1
+            in_epoch += 1
+            done = time.perf_counter()
+            self.summary.last_loss = losses["loss"]
+            if self.rank == 0:
+                record = {
+                    "step": self.step,
+                    "epoch": epoch,
+                    **losses,
+                    "lr": self.optimizer.param_groups[1]["lr"],
+                    "lr_encoder": self.optimizer.param_groups[0]["lr"],
+                    "ms_per_step": round((done - tick) * 1000, 2),
+                    "data_wait_ms": round((got - tick) * 1000, 2),
+                    "samples_per_s": round(t.batch_size * self.world / max(done - tick, 1e-9), 2),
+                }
+                self.progress.step(record)
+                if self.step % t.log_every == 0 or self.step == self.total_steps:
+                    self._write(record)
+            if t.checkpoint_every and self.step % t.checkpoint_every == 0:
+                self._checkpoint(LAST)
+            tick = time.perf_counter()
+        del loader  # ends this epoch's loader workers
+        if in_epoch == self.per_epoch:
+            self.scheduler.step()
+            self.summary.epochs = epoch + 1
+            if t.validate:
+                self._validate(epoch)
+            self._checkpoint(LAST)
+
+    def fit(self) -> TrainSummary:
+        if self.summary.resumed_from is not None:
+            self._write(
+                {"resume": self.step, "restarts": os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")}
+            )
+        if self.rank == 0:
+            self.progress.start(self.total_steps, self.step, self.per_epoch)
+        try:
+            while self.step < self.total_steps:
+                self._epoch(*divmod(self.step, self.per_epoch))
+            if self.saved_step != self.step:
+                self._checkpoint(LAST)
+        finally:
+            if self.rank == 0:
+                self.progress.stop()
+        skipped = torch.tensor([float(self.skipped.value)], device=self.device)
+        if self.world > 1:
+            dist.all_reduce(skipped)  # also keeps every rank here until all have finished
+        s = self.summary
+        s.step, s.skipped = self.step, int(skipped.item())
+        s.epochs = max(s.epochs, self.step // self.per_epoch)
+        s.checkpoint = self.ckpt_dir / LAST
+        s.seconds = time.perf_counter() - self.start_time
+        return s
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train(cfg: Config, options: RunOptions, progress: TrainProgress | None = None) -> TrainSummary:
+    """Train IndexNet on the shards; see the module docstring for what is written.
+
+    Args:
+        cfg: the resolved config (``train``, ``loss``, ``model`` sections are used).
+        options: shard source, run directory, device and run length.
+        progress: callbacks for a progress display (rank 0).
+
+    Returns:
+        What the run did.
+
+    Raises:
+        ValueError: bad options or shard sources (named).
+        TrainingError: a non-finite loss or weights (the last good checkpoint is kept).
+        training.data.ShardError: a corrupt shard or sample under the ``stop`` policy.
+    """
+    run = _Run(cfg, options, progress or TrainProgress())
+    try:
+        return run.fit()
+    finally:
+        run.close()
