@@ -43,6 +43,7 @@ from pathlib import Path
 import cv2
 import dask
 import numpy as np
+from machine import cpu_model
 
 from configs import load_config
 from pipeline.build import BuildProgress, build, prepare
@@ -360,16 +361,6 @@ def measure_png_encoders(samples, out: Path, level: int, repeats: int) -> dict:
         **{f"{name}_ms": sum(v) / n for name, v in ms.items()},
         **{f"{name}_bytes": sum(v) / n for name, v in size.items()},
     }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

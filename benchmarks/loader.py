@@ -36,7 +36,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import webdataset as wds  # noqa: E402
-from compose import cpu_model, make_inputs  # noqa: E402 - sibling benchmark script
+from compose import make_inputs  # noqa: E402 - sibling benchmark script
+from machine import cpu_model  # noqa: E402
 
 from configs import load_config  # noqa: E402
 from pipeline.build import build  # noqa: E402

@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from machine import cpu_model  # noqa: E402 - sibling module
 from test_metrics import REFERENCE  # noqa: E402 - the plain reference lives with the tests
 
 from evaluation.metrics import METRICS, all_metrics, conn, grad, mse, sad  # noqa: E402
@@ -54,16 +55,6 @@ SIZES = ((1000, 1500), (1500, 1000))  # (height, width): AIM-500-like, both orie
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def make_triplet(seed: int, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
