@@ -75,7 +75,8 @@ class TrainConfig:
     channels_last: bool = False  # NHWC memory format (faster convolutions on GPUs)
     sync_bn: bool = False  # SyncBatchNorm across ranks (decoder BN; encoder BN stays frozen)
     corrupt: Literal["stop", "skip"] = "stop"  # a corrupt shard or sample: stop, or skip+count
-    validate: bool = True  # score the validation split after every epoch; keep best.pt by Grad
+    validate: bool = True  # score the validation split after epochs; keep best.pt by Grad
+    validate_every: int = 1  # epochs between validations (the last epoch is always validated)
     val_max_samples: int = 0  # validation samples scored per epoch (0: all)
     log_every: int = 10  # steps between train.jsonl records
     checkpoint_every: int = 500  # steps between checkpoints within an epoch (0: only per epoch)
@@ -84,6 +85,7 @@ class TrainConfig:
         _at_least(self, "batch_size", 2)  # BatchNorm after ASPP's global pool needs B >= 2
         _at_least(self, "shuffle_buffer", 0)
         _at_least(self, "val_max_samples", 0)
+        _at_least(self, "validate_every", 1)
         _at_least(self, "log_every", 1)
         _at_least(self, "checkpoint_every", 0)
         _at_least(self, "epochs", 1)

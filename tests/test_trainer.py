@@ -142,6 +142,7 @@ def test_cli_train_and_its_errors(shard_set, tmp_path):
         assert message in result.output, result.output
 
     fails(["--resume"], "--resume: no checkpoint at")
+    fails([], "holds a run already", out=run)  # a finished run is never overwritten
     fails(["--device", "tpu"], "--device must be cpu or cuda")
     fails(["--batch-size", "1"], "train.batch_size: must be >= 2")
     fails(["--set", "train.epochz=1"], "train.epochz: unknown key")

@@ -151,6 +151,11 @@ def _all_true(flag: bool, device: torch.device, world: int) -> bool:
     return bool(value.item())
 
 
+def _restarted() -> bool:
+    """This process is a restart by torchrun (``--max-restarts``): continue the run."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+
+
 def _changed(saved: dict, current: dict) -> list[str]:
     """``section.key: old -> new`` for every value of ``current`` that differs from ``saved``."""
     return [
@@ -194,6 +199,11 @@ class _Run:
 
         out = Path(options.out)
         self.ckpt_dir = out / "checkpoints"
+        if not (options.resume or _restarted()) and (self.ckpt_dir / LAST).exists():
+            raise ValueError(
+                f"{out} holds a run already ({self.ckpt_dir / LAST}); pass --resume to continue "
+                "it, or choose another --out"
+            )
         if self.rank == 0:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -223,8 +233,7 @@ class _Run:
 
     def _resume(self) -> None:
         last = self.ckpt_dir / LAST
-        restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
-        if not (self.options.resume or restarted):
+        if not (self.options.resume or _restarted()):
             return
         if not last.exists():
             if self.options.resume:
@@ -290,7 +299,8 @@ class _Run:
             self.rank,
             self.world,
         )
-        self._write({"validation": metrics, "epoch": epoch, "step": self.step})
+        elapsed = round(time.perf_counter() - self.start_time, 2)
+        self._write({"validation": metrics, "epoch": epoch, "step": self.step, "time_s": elapsed})
         if self.rank == 0:
             self.progress.validated(epoch, metrics)
         if self.summary.best_grad is None or metrics["grad"] < self.summary.best_grad:
@@ -367,6 +377,7 @@ class _Run:
                     "ms_per_step": round((done - tick) * 1000, 2),
                     "data_wait_ms": round((got - tick) * 1000, 2),
                     "samples_per_s": round(t.batch_size * self.world / max(done - tick, 1e-9), 2),
+                    "time_s": round(done - self.start_time, 2),
                 }
                 self.progress.step(record)
                 if self.step % t.log_every == 0 or self.step == self.total_steps:
@@ -378,7 +389,7 @@ class _Run:
         if in_epoch == self.per_epoch:
             self.scheduler.step()
             self.summary.epochs = epoch + 1
-            if t.validate:
+            if t.validate and ((epoch + 1) % t.validate_every == 0 or epoch + 1 == t.epochs):
                 self._validate(epoch)
             self._checkpoint(LAST)
 
