@@ -24,12 +24,18 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: install
-	$(PY) -m pipeline sample-data $(DEMO_DIR) --overwrite
+	$(PY) -m pipeline sample-data $(DEMO_DIR) --foregrounds 12 --backgrounds 240 --overwrite
 	$(PY) -m pipeline build --data-dir $(DEMO_DIR)/AIM-500 --bg-dir $(DEMO_DIR)/backgrounds \
-		--out $(DEMO_DIR)/shards --workers 2 --bgs-per-train-fg 6 --bgs-per-val-fg 4 \
-		--samples-per-shard 8 --overwrite
+		--out $(DEMO_DIR)/shards --workers 2 --bgs-per-train-fg 24 --bgs-per-val-fg 8 \
+		--val-count 3 --samples-per-shard 8 --overwrite
 	$(PY) -m indexnet_cli shards verify $(DEMO_DIR)/shards --deep --workers 2
-	@echo "Demo: data in $(DEMO_DIR)/AIM-500 and $(DEMO_DIR)/backgrounds, shards in $(DEMO_DIR)/shards."
+	rm -rf $(DEMO_DIR)/run $(DEMO_DIR)/eval
+	$(PY) -m training --shards $(DEMO_DIR)/shards --out $(DEMO_DIR)/run \
+		--config configs/demo.yaml --loader-workers 1
+	$(PY) -m indexnet_cli evaluate run --checkpoint $(DEMO_DIR)/run/checkpoints/best.pt \
+		--shards $(DEMO_DIR)/shards/validation --out $(DEMO_DIR)/eval --workers 1 --baseline
+	@echo "Demo: data in $(DEMO_DIR)/AIM-500 and $(DEMO_DIR)/backgrounds, shards in $(DEMO_DIR)/shards,"
+	@echo "      training run in $(DEMO_DIR)/run, evaluation in $(DEMO_DIR)/eval (look at $(DEMO_DIR)/eval/contact_sheet.png)."
 
 test: install
 	$(PY) -m pytest -m "not slow"

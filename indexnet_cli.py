@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from configs.cli import app as config_app
-from evaluation.cli import evaluate_app
+from evaluation.cli import evaluate_app, export_command, predict_command
 from pipeline.cli import app as pipeline_app
 from shards.cli import app as shards_app
 from training.cli import model_app, train_command
@@ -24,6 +24,8 @@ app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(config_app, name="config")
 app.add_typer(model_app, name="model")
 app.command("train")(train_command)
+app.command("predict")(predict_command)
+app.command("export")(export_command)
 
 
 def main() -> None:

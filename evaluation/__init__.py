@@ -9,6 +9,16 @@ Public API:
 - ``score_folder`` (``evaluation.score``): a folder of predictions against ground truth and
   trimaps, matched by file name -> per-image scores and their means (``ScoreResult``), written
   to ``per_image.csv`` and ``summary.json``; ``indexnet evaluate score`` on the command line.
+
+The model-running modules import torch, so they are not imported here (the metrics and the
+scorer stay usable without it); import them directly:
+
+- ``evaluation.run``: ``evaluate(EvalOptions(...))`` scores a checkpoint on validation shards
+  (``indexnet evaluate run``); ``evaluation.contact_sheet.write_contact_sheet`` draws samples.
+- ``evaluation.predict``: ``predict_file``, ``predict_folder``, ``read_image``, ``read_trimap``
+  (``indexnet predict``).
+- ``evaluation.export``: ``export_model(model, "onnx" | "torchscript", path)`` ->
+  ``ExportReport`` (``indexnet export``).
 """
 
 from evaluation.metrics import METRICS, all_metrics, conn, grad, mse, sad, to_uint8

@@ -82,7 +82,7 @@ class ScoreResult:
         return len(self.images)
 
 
-def _shorten(names: list[str]) -> str:
+def shorten(names: list[str]) -> str:
     shown = ", ".join(names[:_LIST_LIMIT])
     return shown + (
         f", ... and {len(names) - _LIST_LIMIT} more" if len(names) > _LIST_LIMIT else ""
@@ -109,9 +109,22 @@ def list_images(folder: Path, option: str) -> dict[str, Path]:
     if doubles:
         raise ScoreError(
             f"{option} {folder} has {len(doubles)} name(s) with more than one image, which "
-            f"cannot be matched: {_shorten(doubles)}"
+            f"cannot be matched: {shorten(doubles)}"
         )
     return {stem: paths[0] for stem, paths in found.items()}
+
+
+def unmatched(where: str, files: dict[str, Path], reference: dict[str, Path]) -> list[str]:
+    """What ``files`` lacks and has beyond ``reference`` (both keyed by name without
+    extension), one line each, or nothing when they match; ``where`` names the folder."""
+    missing = sorted(set(reference) - set(files))
+    extra = sorted(files[name].name for name in set(files) - set(reference))
+    problems = []
+    if missing:
+        problems.append(f"{where}: {len(missing)} missing: {shorten(missing)}")
+    if extra:
+        problems.append(f"{where}: {len(extra)} extra: {shorten(extra)}")
+    return problems
 
 
 def match_folders(
@@ -126,17 +139,10 @@ def match_folders(
     gt = list_images(gt_dir, "--gt-dir")
     pred = list_images(pred_dir, "--pred-dir")
     trimap = list_images(trimap_dir, "--trimap-dir")
-    problems = []
-    for option, folder, files in (
-        ("--pred-dir", pred_dir, pred),
-        ("--trimap-dir", trimap_dir, trimap),
-    ):
-        missing = sorted(set(gt) - set(files))
-        extra = sorted(files[name].name for name in set(files) - set(gt))
-        if missing:
-            problems.append(f"{option} {folder}: {len(missing)} missing: {_shorten(missing)}")
-        if extra:
-            problems.append(f"{option} {folder}: {len(extra)} extra: {_shorten(extra)}")
+    problems = [
+        *unmatched(f"--pred-dir {pred_dir}", pred, gt),
+        *unmatched(f"--trimap-dir {trimap_dir}", trimap, gt),
+    ]
     if problems:
         raise ScoreError(
             f"the folders do not hold the same images (matched by file name without extension; "
@@ -198,8 +204,13 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_results(result: ScoreResult, out: Path, sources: dict[str, str]) -> None:
-    """Write ``out/per_image.csv`` and ``out/summary.json`` (each atomically)."""
+def write_results(
+    result: ScoreResult, out: Path, sources: dict, summary_name: str = SUMMARY_JSON
+) -> None:
+    """Write ``out/per_image.csv`` and ``out/<summary_name>`` (each atomically).
+
+    ``sources`` (where the inputs came from, settings, timings) is added to the summary.
+    """
     out.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -213,7 +224,7 @@ def write_results(result: ScoreResult, out: Path, sources: dict[str, str]) -> No
         "metrics": "REFERENCE.md section 4: SAD, Grad, Conn / 1000; MSE not",
         **sources,
     }
-    _write_atomic(out / SUMMARY_JSON, json.dumps(summary, indent=2) + "\n")
+    _write_atomic(out / summary_name, json.dumps(summary, indent=2) + "\n")
 
 
 def score_folder(

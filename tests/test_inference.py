@@ -80,9 +80,8 @@ def test_bad_arguments_are_named(model):
         predict_alpha(model, rgb, trimap, tile=64, overlap=32)
 
 
-@pytest.mark.slow
 def test_a_4000x3000_image_completes_on_the_cpu(model):
-    """The issue's size: tiles keep memory bounded (about 3 minutes on 2 cores)."""
+    """The issue's size: tiles keep memory bounded (about a minute on 2 cores)."""
     rgb, trimap = _image(3000, 4000)
     alpha = predict_alpha(model, rgb, trimap)
     assert alpha.shape == (3000, 4000)

@@ -218,7 +218,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ValueError: no such file, not a PyTorch file, pickled objects, or not our format or
             version; the message names the file.
     """
-    ckpt = _read(path, "checkpoint")
+    return _checked(_read(path, "checkpoint"), path)
+
+
+def _checked(ckpt: Any, path: str | Path) -> dict[str, Any]:
+    """``ckpt`` if it is one of our checkpoints of a version we read; else a ValueError."""
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         hint = (
@@ -253,7 +257,10 @@ def load_model(path: str | Path) -> IndexNet:
     Returns:
         The model in training mode (call ``.eval()`` for inference).
     """
-    ckpt = load_checkpoint(path)
+    return _model_of(load_checkpoint(path), path)
+
+
+def _model_of(ckpt: dict[str, Any], path: str | Path) -> IndexNet:
     model = IndexNet(model_config_from(ckpt["model_config"], f"{path}: model_config"))
     _load_strict(model, ckpt["model"], str(path))
     return model
@@ -281,14 +288,43 @@ def import_official(
         ValueError: an unreadable file, or tensors missing, unexpected or of the wrong shape
             (all of them listed).
     """
-    source = str(path)
-    state = _state_dict_of(_read(path, "checkpoint", allow_numpy=True), source)
+    return _official_model(_read(path, "checkpoint", allow_numpy=True), str(path), model_cfg)
+
+
+def _official_model(
+    raw: Any, source: str, model_cfg: ModelConfig | None
+) -> tuple[IndexNet, LoadReport]:
+    state = _state_dict_of(raw, source)
     model = IndexNet(model_cfg)
     loaded = _load_strict(model, state, source)
     notes = ()
     if not any(k.endswith("num_batches_tracked") for k in state):
         notes = ("BatchNorm num_batches_tracked absent in the file; left at 0",)
     return model, LoadReport(source, "official IndexNet state_dict", loaded, (), notes)
+
+
+def load_for_inference(path: str | Path, model_cfg: ModelConfig | None = None) -> IndexNet:
+    """A model ready for inference from our checkpoint or the official release's file.
+
+    Our checkpoints name their own variant; the official ``indexnet_matting.pth.tar`` (a dict
+    with ``state_dict``, keys prefixed ``module.``) is imported as ``model_cfg`` (``None``: the
+    released variant), so a user can score the released model directly.
+
+    Returns:
+        The model in eval mode, on the CPU.
+
+    Raises:
+        ValueError: the file is neither, or its tensors do not fit (named).
+    """
+    raw = _read(path, "checkpoint", allow_numpy=True)
+    if isinstance(raw, dict) and raw.get("format") == FORMAT:
+        return _model_of(_checked(raw, path), path).eval()
+    if isinstance(raw, dict) and isinstance(raw.get("state_dict"), Mapping):
+        return _official_model(raw, str(path), model_cfg)[0].eval()
+    raise ValueError(
+        f"{path}: neither an IndexNet checkpoint (indexnet train) nor the official release's "
+        "indexnet_matting.pth.tar (a dict with a state_dict)"
+    )
 
 
 # -- ImageNet backbones -----------------------------------------------------------------------

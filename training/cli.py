@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from configs import ConfigError, load_config
+from configs.cli import ConfigOption, SetOption
 
 model_app = typer.Typer(
     name="model",
@@ -20,13 +21,6 @@ model_app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     add_completion=False,
-)
-
-ConfigOption = typer.Option(
-    None, "--config", "-c", help="YAML file merged over configs/default.yaml (any subset)."
-)
-SetOption = typer.Option(
-    [], "--set", "-s", help="Override one value: section.key=value (repeatable)."
 )
 
 
@@ -252,7 +246,10 @@ def train_command(
     1: training stopped (non-finite loss, corrupt shard); 2: bad options, config or shards.
     """
     from training.data import ShardError
+    from training.inference import enable_huge_pages
     from training.trainer import RunOptions, TrainingError, train
+
+    enable_huge_pages()
 
     try:
         cfg = load_config(config, _train_overrides(overrides, epochs, batch_size, input_size))
