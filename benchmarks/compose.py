@@ -137,6 +137,7 @@ def measure_ours_in_process(tasks) -> dict:
     rows = [row for r in results for row in r.rows]
     return {
         "samples": written,
+        "replaced": sum(row["status"] == "replaced" for row in rows),
         "seconds": seconds,
         "seconds_inside_build_shard_summed": sum(r.seconds for r in results),
         "samples_per_s": written / seconds,
@@ -186,6 +187,7 @@ def measure_ours_build(
     from_start = timing.last_at - timing.start_at
     return {
         "samples": summary.written,
+        "replaced": summary.replaced,  # samples given a spare background: 0 on these inputs
         "shards": summary.shards,
         "seconds_first_submit_to_last_shard": from_start,
         "samples_per_s": summary.written / from_start,
@@ -479,9 +481,19 @@ def run(args: argparse.Namespace, root: Path) -> dict:
                 rate = one_run["samples_per_s"]
                 log(f"ours, build, {workers} worker(s), {variant}, run {i + 1}: {rate:.2f}/s")
 
-    digests = [r.pop("sha256") for r in inproc_runs]
-    digests += [r.pop("sha256") for v in build_runs.values() for rs in v.values() for r in rs]
-    identical = all(d == digests[0] for d in digests)
+    digests = {f"in_process_run_{i + 1}": r.pop("sha256") for i, r in enumerate(inproc_runs)}
+    for variant, per in build_runs.items():
+        for workers, rs in per.items():
+            for i, r in enumerate(rs):
+                digests[f"{variant}_{workers}w_run_{i + 1}"] = r.pop("sha256")
+    first = digests["in_process_run_1"]
+    differing = [  # (run, shard) whose sha256 is not the first in-process run's: none expected
+        f"{run}: {shard}"
+        for run, d in digests.items()
+        for shard in sorted(set(d) | set(first))
+        if d.get(shard) != first.get(shard)
+    ]
+    identical = not differing
     inproc = best(inproc_runs)
     plain2 = best(plain2_runs)
     builds = {v: {w: best(rs) for w, rs in per.items()} for v, per in build_runs.items()}
@@ -557,6 +569,7 @@ def run(args: argparse.Namespace, root: Path) -> dict:
             "two_plain_processes_vs_in_process": plain2["samples_per_s"] / inproc["samples_per_s"],
             "two_plain_processes": plain2,
             "shards_identical_across_all_runs": identical,
+            "shards_differing_from_the_first_run": differing,
         },
         "reference": reference,
         "speedup_per_core": speedup,
