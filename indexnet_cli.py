@@ -1,24 +1,25 @@
-"""The ``indexnet`` command: mounts each package's command group on one root app."""
+"""The ``indexnet`` command: mounts each package's command group on one root app.
+
+Every command is mounted here, explicitly: no module registers a command by being imported.
+"""
 
 from __future__ import annotations
 
-import typer
-
 from configs.cli import app as config_app
+from configs.cli import group
 from evaluation.cli import evaluate_app, export_command, predict_command
 from pipeline.cli import app as pipeline_app
+from pipeline.cli import repair_command
 from shards.cli import app as shards_app
 from training.cli import model_app, train_command
 
-app = typer.Typer(
-    name="indexnet",
-    help="IndexNet matting: composite shards on Dask, train with DDP, evaluate.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    add_completion=False,
+app = group(
+    "indexnet",
+    "IndexNet matting: composite shards on Dask, train with DDP, evaluate.",
 )
 app.add_typer(pipeline_app, name="pipeline")
+# repair lives in pipeline (it needs the compositor) but belongs, for users, beside verify
+shards_app.command("repair")(repair_command)
 app.add_typer(shards_app, name="shards")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(config_app, name="config")

@@ -33,11 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from configs import load_config  # noqa: E402
-from evaluation.metrics import METRICS, all_metrics  # noqa: E402
 from evaluation.run import trivial_alpha  # noqa: E402
 from pipeline.build import build  # noqa: E402
 from pipeline.sample_data import make_sample_data  # noqa: E402
 from shards.cluster import ClusterOptions  # noqa: E402
+from shards.metrics import METRICS, all_metrics  # noqa: E402
 from training.checkpoint import load_model  # noqa: E402
 from training.trainer import RunOptions, train  # noqa: E402
 from training.validate import validate, validation_samples  # noqa: E402

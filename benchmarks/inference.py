@@ -41,12 +41,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from compose import make_inputs  # noqa: E402 - sibling benchmark script
 
 from configs import load_config  # noqa: E402
-from evaluation.metrics import sad  # noqa: E402
 from evaluation.run import EvalOptions, evaluate  # noqa: E402
 from pipeline.build import build  # noqa: E402
 from pipeline.sample_data import _matte, _photo  # noqa: E402
 from shards.cluster import ClusterOptions  # noqa: E402
 from shards.mattes import trimap_from_alpha  # noqa: E402
+from shards.metrics import sad  # noqa: E402
 from training.checkpoint import load_for_inference, save_checkpoint  # noqa: E402
 from training.inference import enable_huge_pages, predict_alpha  # noqa: E402
 from training.model import IndexNet  # noqa: E402

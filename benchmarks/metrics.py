@@ -44,10 +44,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from machine import cpu_model  # noqa: E402 - sibling module
 from test_metrics import REFERENCE  # noqa: E402 - the plain reference lives with the tests
 
-from evaluation.metrics import METRICS, all_metrics, conn, grad, mse, sad  # noqa: E402
 from evaluation.score import score_folder  # noqa: E402
 from pipeline.sample_data import _matte  # noqa: E402
 from shards.mattes import trimap_from_alpha  # noqa: E402
+from shards.metrics import METRICS, all_metrics, conn, grad, mse, sad  # noqa: E402
 
 OURS = {"sad": sad, "mse": mse, "grad": grad, "conn": conn}
 SIZES = ((1000, 1500), (1500, 1000))  # (height, width): AIM-500-like, both orientations

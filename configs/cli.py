@@ -1,4 +1,10 @@
-"""``indexnet config ...``: show the resolved configuration."""
+"""``indexnet config ...`` (show the resolved configuration), and what every command group shares.
+
+The shared pieces live here, at the base of the package graph, so that each package's ``cli.py``
+uses them without importing another stage: ``group()`` makes a command group with the project's
+typer settings, ``fail()`` prints an error and gives the exit to raise, and ``ConfigOption`` /
+``SetOption`` are the ``--config`` / ``--set`` options.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,34 @@ import yaml
 
 from configs.schema import ConfigError, load_config
 
-app = typer.Typer(
-    name="config",
-    help="Show the configuration that commands resolve from defaults, --config and --set.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    add_completion=False,
+EXIT_USAGE = 2  # bad options, config, inputs: nothing was done (or written)
+
+
+def group(name: str, help: str | None = None, no_args_is_help: bool = True) -> typer.Typer:
+    """A command group (or single-command app) with the settings every ``indexnet`` app uses:
+    plain tracebacks for bugs, no rich markup in help, no shell-completion options."""
+    return typer.Typer(
+        name=name,
+        help=help,
+        no_args_is_help=no_args_is_help,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        add_completion=False,
+    )
+
+
+def fail(exc: BaseException | str, code: int = EXIT_USAGE) -> typer.Exit:
+    """Print ``error: <exc>`` in red on stderr; return the ``typer.Exit(code)`` to raise.
+
+    Use as ``raise fail(exc) from None``: the message (which names the file, shard or key and
+    what to do) is all the user sees, never a traceback.
+    """
+    typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+app = group(
+    "config", "Show the configuration that commands resolve from defaults, --config and --set."
 )
 
 ConfigOption = typer.Option(
@@ -40,8 +67,7 @@ def show(config: Path | None = ConfigOption, overrides: list[str] = SetOption) -
     try:
         resolved = load_config(config, overrides)
     except ConfigError as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(2) from None
+        raise fail(exc) from None
     typer.echo(
         yaml.safe_dump(resolved.to_dict(), sort_keys=False, default_flow_style=None), nl=False
     )

@@ -146,6 +146,8 @@ class ModelConfig:
     ``output_stride``, ``decoder_kernel_size`` and ``conv_operator`` keep their meaning.
     """
 
+    family: str = "indexnet"  # the model family, a key of training.families.FAMILIES
+    # IndexNet's switches (read by the indexnet family)
     index_block: Literal["m2o", "o2o", "holistic"] = "m2o"  # depthwise M2O | O2O | holistic
     nonlinear: bool = True  # index branch = conv-BN-ReLU6-conv1x1; false: a single linear conv
     context: bool = True  # index convs 4x4 (stride 2, padding 1); false: 2x2 (no overlap)
@@ -155,6 +157,8 @@ class ModelConfig:
     decoder_conv: Literal["std_conv", "dep_sep_conv"] = "std_conv"  # k x k conv | dw k x k + 1x1
 
     def __post_init__(self) -> None:
+        if not self.family.isidentifier():
+            _fail("model.family", f"must be a family name such as indexnet, got {self.family!r}")
         if self.output_stride not in (16, 32):
             _fail("model.output_stride", f"must be 32 or 16, got {self.output_stride}")
         if self.decoder_kernel_size < 1 or self.decoder_kernel_size % 2 == 0:

@@ -17,24 +17,16 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from configs.cli import fail, group
 from evaluation.score import PER_IMAGE_CSV, SUMMARY_JSON, default_out, score_folder
 
-evaluate_app = typer.Typer(
-    name="evaluate",
-    help="Evaluate with the benchmark's metrics (SAD, MSE, Grad, Conn): a checkpoint on the "
+evaluate_app = group(
+    "evaluate",
+    "Evaluate with the benchmark's metrics (SAD, MSE, Grad, Conn): a checkpoint on the "
     "validation shards (run), or a folder of predictions (score).",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    add_completion=False,
 )
 out_console = Console()
 err = Console(stderr=True)
-
-
-def _fail(exc: Exception, code: int = 2) -> typer.Exit:
-    typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code)
 
 
 def _progress(label: str) -> Progress:
@@ -92,7 +84,7 @@ def score_command(
                 on_image=lambda done, total: bar.update(task, completed=done, total=total),
             )
     except ValueError as exc:  # ScoreError included: every offender is in the message
-        raise _fail(exc) from None
+        raise fail(exc) from None
     _print_means(f"{result.count} images: mean over images", result.means)
     if result.without_unknown:
         err.print(
@@ -208,7 +200,7 @@ def run_command(
         )
         result = evaluate(options, _EvalBar())
     except (ConfigError, ValueError) as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     scores = result.scores
     _print_means(
         f"{scores.count} validation samples: mean over samples",
@@ -290,7 +282,7 @@ def predict_command(
         if not single and (images is None or trimaps is None):
             raise ValueError("folder mode needs both --images and --trimaps")
     except ValueError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
 
     import torch
 
@@ -327,10 +319,10 @@ def predict_command(
             on_image=lambda done, total, p: report(p, f"[{done}/{total}] "),
         )
     except ValueError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     except torch.cuda.OutOfMemoryError as exc:
         hint = "a smaller --max-pixels predicts big photos in tiles"
-        raise _fail(RuntimeError(f"{exc}; {hint}"), 1) from None
+        raise fail(RuntimeError(f"{exc}; {hint}"), 1) from None
     seconds = time.perf_counter() - start
     typer.echo(f"{len(predictions)} alpha(s) written to {out} in {seconds:.1f} s")
 
@@ -382,7 +374,7 @@ def export_command(
         model = load_for_inference(checkpoint)
         report = export_model(model, fmt.value, out, example_size=size)
     except (ValueError, ImportError) as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     except ExportCheckError as exc:
-        raise _fail(exc, 1) from None
+        raise fail(exc, 1) from None
     typer.echo(report.summary())

@@ -14,8 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from shards.atomic import atomic_write_bytes
 from shards.codec import encode_png
-from shards.writer import atomic_write_bytes
+from shards.mattes import TRIMAP_UNKNOWN
 
 COLUMNS = ("composite", "trimap", "prediction", "ground truth", "error (unknown region)")
 CELL_HEIGHT = 240  # pixels per row image
@@ -41,7 +42,7 @@ def error_map(pred: np.ndarray, gt: np.ndarray, trimap: np.ndarray) -> np.ndarra
     """(H, W, 3) uint8 RGB: |pred - gt| through the inferno colour map on the unknown region."""
     diff = cv2.absdiff(pred, gt)
     coloured = cv2.applyColorMap(diff, cv2.COLORMAP_INFERNO)[..., ::-1]  # BGR -> RGB
-    coloured[trimap != 128] = _KNOWN_GREY
+    coloured[trimap != TRIMAP_UNKNOWN] = _KNOWN_GREY
     return coloured
 
 

@@ -3,7 +3,7 @@
 Both formats take any input whose sides are multiples of the model's output stride (32 for the
 released model): the graph is exported once at an example size, then the written file is loaded
 back and compared with the eager model on seeded random inputs at that size and at sizes other
-than it. The file appears only when every check passes (``name.tmp``, then rename).
+than it. The file appears only when every check passes (``shards.atomic``).
 
 - TorchScript: ``torch.jit.trace`` (``torch.jit.script`` cannot compile the model: it picks
   submodules at run time, by name and from a tuple). The trace records sizes as ``aten::size``
@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import os
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -32,6 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from shards.atomic import atomic_file
 from training.model import IN_CHANNELS, IndexNet
 
 FORMATS = ("onnx", "torchscript")
@@ -134,7 +134,7 @@ def export_model(
         ValueError: a bad format, output path, size or weight dtype.
         ImportError: ONNX without the ``onnx``/``onnxscript`` packages.
         ExportCheckError: the file differs from eager PyTorch by more than ``tolerance``, or
-            onnx.checker rejects it; nothing is left at ``path`` (nor ``path.tmp``).
+            onnx.checker rejects it; nothing is left at ``path`` (nor a temporary file).
     """
     start = time.perf_counter()
     path = check_target(fmt, path)
@@ -146,14 +146,12 @@ def export_model(
         raise ValueError(f"export needs float32 weights, got {found}; call model.float() first")
     model = copy.deepcopy(model).cpu().eval()
     example = _random_input(example_size, seed)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_file(path, as_path=True) as tmp:  # renamed to path only if every check passes
         with _quiet_exporters():
             if fmt == "torchscript":
                 signature = _write_torchscript(model, example, stride, tmp)
             else:
                 signature = _write_onnx(model, example, stride, tmp)
-        _fsync(tmp)
         try:
             diff, checked_with, notes = verify_export(tmp, fmt, model, sizes, seed)
         except ExportCheckError as exc:
@@ -164,9 +162,6 @@ def export_model(
                 f"{path}: the {fmt} export differs from eager PyTorch by up to {diff:.3g} at "
                 f"{shown} (tolerance {tolerance:g}); nothing was written"
             )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return ExportReport(
         format=fmt,
         path=path,
@@ -192,7 +187,7 @@ def verify_export(
     """Run an exported file and ``model`` on the same seeded inputs and compare.
 
     Args:
-        path: a file written by ``export_model`` (or its ``.tmp`` before the rename).
+        path: a file written by ``export_model`` (or its temporary file before the rename).
         fmt: ``onnx`` or ``torchscript``.
         model: the eager reference, in eval mode.
         sizes: (H, W) to check; each gets its own (1, 4, H, W) input.
@@ -360,11 +355,6 @@ def _random_input(size: tuple[int, int], seed: int) -> torch.Tensor:
     """(1, 4, H, W) float32 ~ N(0, 1), reproducible from ``seed``."""
     g = torch.Generator().manual_seed(seed)
     return torch.randn(1, IN_CHANNELS, *size, generator=g)
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
 
 
 @contextlib.contextmanager

@@ -13,13 +13,12 @@ foreground as an RGBA PNG beside it (the image's RGB, the predicted alpha as A).
 - Folder mode pairs files by name without extension (as ``evaluation.score`` does) and reads
   every pair before predicting any: missing and extra trimaps, unreadable files, sizes that
   differ and colour trimaps are all listed at once, and nothing is written.
-- Every output is written atomically (``name.tmp``, then rename): an interrupted run leaves
+- Every output is written atomically (``shards.atomic``): an interrupted run leaves
   whole files or none.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,8 +28,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from evaluation.metrics import UNKNOWN
 from evaluation.score import list_images, shorten, unmatched
+from shards.atomic import atomic_file
+from shards.mattes import TRIMAP_BACKGROUND, TRIMAP_FOREGROUND, TRIMAP_UNKNOWN
 from training.checkpoint import load_for_inference
 from training.inference import predict_alpha
 
@@ -135,9 +135,9 @@ def quantise_trimap(grey: np.ndarray) -> tuple[np.ndarray, int]:
         (H, W) uint8 trimap with values 0/128/255, and how many pixels changed (those that
         were not already 0, 128 or 255).
     """
-    trimap = np.full_like(grey, UNKNOWN)
-    trimap[grey < BACKGROUND_BELOW] = 0
-    trimap[grey > FOREGROUND_ABOVE] = 255
+    trimap = np.full_like(grey, TRIMAP_UNKNOWN)
+    trimap[grey < BACKGROUND_BELOW] = TRIMAP_BACKGROUND
+    trimap[grey > FOREGROUND_ABOVE] = TRIMAP_FOREGROUND
     return trimap, int(np.count_nonzero(trimap != grey))
 
 
@@ -232,14 +232,9 @@ def cutout_path(alpha_path: Path) -> Path:
 
 
 def write_png(path: Path, pixels: np.ndarray) -> None:
-    """Write (H, W) grey or (H, W, 4) RGBA uint8 as a PNG: ``path.tmp``, then rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        Image.fromarray(pixels).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:  # interrupted or failed: leave no half-written file behind
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write (H, W) grey or (H, W, 4) RGBA uint8 as a PNG, atomically (``shards.atomic``)."""
+    with atomic_file(path) as f:  # interrupted or failed: no half-written file is left
+        Image.fromarray(pixels).save(f, format="PNG")
 
 
 # -- predicting -------------------------------------------------------------------------------

@@ -42,10 +42,11 @@ import webdataset as wds
 
 from configs import ModelConfig
 from evaluation.contact_sheet import SheetRow, write_contact_sheet
-from evaluation.metrics import METRICS, UNKNOWN, all_metrics
 from evaluation.score import ImageScore, ScoreResult, write_results
+from shards.atomic import atomic_write_bytes
 from shards.codec import decode_color, decode_grey, encode_png
-from shards.writer import atomic_write_bytes
+from shards.mattes import TRIMAP_UNKNOWN
+from shards.metrics import METRICS, all_metrics
 from training.checkpoint import load_for_inference
 from training.data import resolve_shards
 from training.inference import predict_alpha
@@ -127,7 +128,7 @@ def _score(
         trivial = all_metrics(trivial_alpha(trimap), gt, trimap) if baseline else None
     except (TypeError, ValueError) as exc:
         raise ValueError(f"sample {key}: {exc}") from None
-    unknown = int(np.count_nonzero(trimap == UNKNOWN))
+    unknown = int(np.count_nonzero(trimap == TRIMAP_UNKNOWN))
     return ImageScore(key, **metrics, unknown_pixels=unknown), trivial
 
 

@@ -20,7 +20,6 @@ import io
 import json
 import math
 import multiprocessing
-import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -30,8 +29,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from evaluation.metrics import METRICS, UNKNOWN, all_metrics
+from shards.atomic import atomic_write_bytes
 from shards.codec import decode_grey
+from shards.mattes import TRIMAP_UNKNOWN
+from shards.metrics import METRICS, all_metrics
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 PER_IMAGE_CSV = "per_image.csv"
@@ -172,7 +173,9 @@ def score_image(task: tuple[str, Path, Path, Path]) -> ImageScore:
         metrics = all_metrics(pred, gt, trimap)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} ({pred_path}, {gt_path}, {trimap_path}): {exc}") from None
-    return ImageScore(name, **metrics, unknown_pixels=int(np.count_nonzero(trimap == UNKNOWN)))
+    return ImageScore(
+        name, **metrics, unknown_pixels=int(np.count_nonzero(trimap == TRIMAP_UNKNOWN))
+    )
 
 
 def _score_or_error(task: tuple[str, Path, Path, Path]) -> ImageScore | str:
@@ -198,12 +201,6 @@ def _run(tasks: list, workers: int) -> Iterator[ImageScore | str]:
         yield from pool.map(_score_or_error, tasks, chunksize=chunk)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_results(
     result: ScoreResult, out: Path, sources: dict, summary_name: str = SUMMARY_JSON
 ) -> None:
@@ -216,7 +213,7 @@ def write_results(
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     writer.writerows(image.row() for image in result.images)
-    _write_atomic(out / PER_IMAGE_CSV, buffer.getvalue())
+    atomic_write_bytes(out / PER_IMAGE_CSV, buffer.getvalue().encode())
     summary = {
         "count": result.count,
         **result.means,
@@ -224,7 +221,7 @@ def write_results(
         "metrics": "REFERENCE.md section 4: SAD, Grad, Conn / 1000; MSE not",
         **sources,
     }
-    _write_atomic(out / summary_name, json.dumps(summary, indent=2) + "\n")
+    atomic_write_bytes(out / summary_name, (json.dumps(summary, indent=2) + "\n").encode())
 
 
 def score_folder(

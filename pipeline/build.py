@@ -30,13 +30,13 @@ from configs import Config
 from pipeline.compose import COMPOSITION_RULE, RECORDS_DIR, ShardResult, build_shard
 from pipeline.inputs import InputError, Inputs, scan_inputs
 from pipeline.plan import Plan, Split, make_plan, shard_tasks, split_foregrounds
+from shards.atomic import TMP_SUFFIX, atomic_write_bytes
 from shards.cluster import ClusterOptions, dashboard_link, dask_client, map_bounded
 from shards.codec import decode_grey
 from shards.index import INDEX_NAME, SAMPLES_NAME, SPLITS, ShardInfo, write_index, write_samples
-from shards.writer import TMP_SUFFIX, atomic_write_bytes
+from shards.mattes import TRIMAP_VALUES
 
 PLAN_NAME = "plan.parquet"
-TRIMAP_VALUES = (0, 128, 255)
 
 
 @dataclass

@@ -19,29 +19,20 @@ from rich.progress import (
 from rich.text import Text
 
 from configs import ConfigError, load_config
+from configs.cli import fail, group
 from pipeline.build import BuildProgress, build, default_out
 from pipeline.repair import QUARANTINE, repair
 from pipeline.sample_data import make_sample_data
-from shards.cli import app as shards_app
 from shards.cli import print_report, run_verify
 from shards.cluster import ClusterOptions, dask_client, map_bounded
 
 EXIT_INCOMPLETE = 3  # the build finished but some samples failed (see samples.parquet)
 
-app = typer.Typer(
-    name="pipeline",
-    help="Composite AIM-500 foregrounds over backgrounds into WebDataset shards.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    add_completion=False,
+app = group(
+    "pipeline",
+    "Composite AIM-500 foregrounds over backgrounds into WebDataset shards.",
 )
 err = Console(stderr=True)
-
-
-def _fail(exc: Exception, code: int = 2) -> typer.Exit:
-    typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code)
 
 
 @app.callback()
@@ -69,7 +60,7 @@ def sample_data(
     try:
         summary = make_sample_data(out, foregrounds, backgrounds, seed, overwrite)
     except ValueError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     sizes = sorted({f"{w}x{h}" for h, w in summary.foreground_sizes})
     typer.echo(f"Wrote sample data ({summary.bytes_written / 1e6:.1f} MB, seed {seed}):")
     typer.echo(
@@ -171,7 +162,7 @@ def build_command(
             workers, scheduler, str(scheduler_file) if scheduler_file else None
         )
     except (ConfigError, ValueError) as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     target = out or default_out(data_dir)
     err.print(f"Shards go to {target.resolve()}")
     progress = _RichBuildProgress()
@@ -181,7 +172,7 @@ def build_command(
             val_count=val_count, overwrite=overwrite, progress=progress,
         )  # fmt: skip
     except ValueError as exc:  # InputError included: every offender is in the message
-        raise _fail(exc) from None
+        raise fail(exc) from None
     finally:
         progress.stop()
     typer.echo(
@@ -212,8 +203,7 @@ def build_command(
 
 
 # `indexnet shards repair` rebuilds shards, which needs the compositor that `shards` must not
-# import; it is registered on the shards group here, where users look for it.
-@shards_app.command("repair")
+# import: it is defined here and mounted on the shards group by the root app (indexnet_cli).
 def repair_command(
     root: Path = typer.Argument(..., help="The shard set folder (holding index.json)."),
     data_dir: Path = typer.Option(..., help="The AIM-500 folder the set was built from."),
@@ -239,7 +229,7 @@ def repair_command(
             workers, scheduler, str(scheduler_file) if scheduler_file else None
         )
     except ValueError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
 
     def tasks(fn, items):
         with dask_client(cluster) as client:
@@ -248,7 +238,7 @@ def repair_command(
     try:
         summary = repair(root, data_dir, bg_dir, lambda: run_verify(root, deep, cluster), tasks)
     except ValueError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if summary.before.ok:
         typer.echo(f"{root} verifies: nothing to repair.")
         raise typer.Exit(0)

@@ -22,10 +22,11 @@ import cv2
 import numpy as np
 
 from pipeline.plan import VALIDATION, PlannedSample, ShardTask
+from shards.atomic import atomic_write_bytes
 from shards.codec import decode_color, decode_grey, encode_png
 from shards.index import ROLES
 from shards.mattes import blend, fit_background, trimap_from_alpha
-from shards.writer import ShardWriter, atomic_write_bytes, sha256_file
+from shards.writer import ShardWriter, sha256_file
 
 RECORDS_DIR = ".records"
 COMPOSITION_RULE = "merged = alpha*fg + (1-alpha)*fit(bg), alpha = mask/255"

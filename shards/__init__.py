@@ -4,7 +4,8 @@ Public API:
 - pixel rules (``shards.mattes``): ``BackgroundFit``, ``background_fit``, ``apply_fit``,
   ``fit_background``, ``blend``, ``trimap_from_alpha``;
 - codecs (``shards.codec``): ``decode_color``, ``decode_grey``, ``encode_png``;
-- writing (``shards.writer``): ``ShardWriter``, ``atomic_write_bytes``, ``sha256_file``;
+- writing (``shards.writer``, ``shards.atomic``): ``ShardWriter``, ``sha256_file``,
+  ``atomic_write_bytes``, ``atomic_file`` (the one atomic write);
 - the index (``shards.index``): ``Index``, ``ShardInfo``, ``read_index``, ``parse_index``,
   ``read_samples``;
 - Dask (``shards.cluster``, imported on its own so readers need not load distributed):
@@ -13,6 +14,7 @@ Public API:
 It knows nothing of how composites are planned, of models or of metrics.
 """
 
+from shards.atomic import atomic_file, atomic_write_bytes
 from shards.codec import decode_color, decode_grey, encode_png
 from shards.index import Index, ShardInfo, parse_index, read_index, read_samples
 from shards.mattes import (
@@ -23,7 +25,7 @@ from shards.mattes import (
     fit_background,
     trimap_from_alpha,
 )
-from shards.writer import ShardWriter, atomic_write_bytes, sha256_file
+from shards.writer import ShardWriter, sha256_file
 
 __all__ = [
     "BackgroundFit",
@@ -31,6 +33,7 @@ __all__ = [
     "ShardInfo",
     "ShardWriter",
     "apply_fit",
+    "atomic_file",
     "atomic_write_bytes",
     "background_fit",
     "blend",

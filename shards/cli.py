@@ -1,7 +1,7 @@
 """``indexnet shards ...``: prove a shard set whole (verify), describe it (info).
 
-``indexnet shards repair`` is registered here by ``pipeline.cli``: rebuilding needs the
-compositor, which this package must not import.
+``indexnet shards repair`` is defined in ``pipeline.cli`` (rebuilding needs the compositor,
+which this package must not import) and mounted on this group by the root app.
 """
 
 from __future__ import annotations
@@ -16,25 +16,17 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from configs.cli import fail, group
 from shards.cluster import ClusterOptions, dask_client, map_bounded
 from shards.info import describe
 from shards.verify import VerifyReport, verify
 
-app = typer.Typer(
-    name="shards",
-    help="Check and describe WebDataset shard sets: verify, info, repair.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    add_completion=False,
+app = group(
+    "shards",
+    "Check and describe WebDataset shard sets: verify, info, repair.",
 )
 out = Console()
 err = Console(stderr=True)
-
-
-def _fail(exc: Exception, code: int = 2) -> typer.Exit:
-    typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code)
 
 
 @app.callback()
@@ -109,7 +101,7 @@ def verify_command(
             workers, scheduler, str(scheduler_file) if scheduler_file else None
         )
     except ValueError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     result = run_verify(root, deep, cluster)
     print_report(result)
     if report:
@@ -131,7 +123,7 @@ def info_command(
     try:
         info = describe(root)
     except ValueError as exc:
-        raise _fail(exc, 1) from None
+        raise fail(exc, 1) from None
     if as_json:
         typer.echo(json.dumps(info, indent=1))
         return

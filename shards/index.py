@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shards.writer import atomic_write_bytes
+from shards.atomic import atomic_write_bytes
 
 FORMAT_VERSION = 1
 INDEX_NAME = "index.json"

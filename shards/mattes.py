@@ -1,9 +1,12 @@
-"""Pixel rules that define what a shard sample means: background fit, blend, default trimap.
+"""Pixel rules that define what a shard sample means: background fit, blend, trimap, 8 bits.
 
 They live with the format, not the compositor, because a stored sample is only meaningful
 through them: ``bg`` is kept as the source photo plus its fit, ``merged`` must equal
 ``blend(fg, fit(bg), alpha)``, and the train ``trimap`` is ``trimap_from_alpha(alpha, r)``.
 The compositor (``pipeline``), the checker (``shards.verify``) and the trainer all call these.
+A trimap's three values are named here (``TRIMAP_*``), and so is the one rule that turns a float
+alpha into 8 bits (``to_uint8``: the protocol's round half up), used wherever predictions are
+written or scored.
 
 Arrays are uint8 and channel-last; colour arrays are BGR, as OpenCV decodes them (the blend is
 per channel, so the order never matters here; the trainer converts crops to RGB).
@@ -16,6 +19,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+TRIMAP_BACKGROUND = 0  # trimap value of the known background (alpha 0)
+TRIMAP_UNKNOWN = 128  # the unknown region U, where alpha is predicted and scored
+TRIMAP_FOREGROUND = 255  # the known foreground (alpha 1)
+TRIMAP_VALUES = (TRIMAP_BACKGROUND, TRIMAP_UNKNOWN, TRIMAP_FOREGROUND)
 
 
 @dataclass(frozen=True)
@@ -118,9 +126,42 @@ def trimap_from_alpha(alpha: np.ndarray, radius: int) -> np.ndarray:
         (H, W) uint8 trimap with values in {0, 128, 255}.
     """
     unknown = (alpha > 0) & (alpha < 255)
-    trimap = np.where(alpha == 255, np.uint8(255), np.uint8(0))
+    trimap = np.where(alpha == 255, np.uint8(TRIMAP_FOREGROUND), np.uint8(TRIMAP_BACKGROUND))
     if unknown.any():
         # distance from every pixel to the nearest unknown pixel (unknown pixels are the zeros)
         dist = cv2.distanceTransform((~unknown).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-        trimap[dist <= radius] = 128
+        trimap[dist <= radius] = TRIMAP_UNKNOWN
     return trimap
+
+
+def to_uint8(alpha: np.ndarray) -> np.ndarray:
+    """Convert a matte to 8 bits the way the evaluation protocol saves predictions.
+
+    Args:
+        alpha: (H, W) float in [0, 1] (values outside are clipped, as the protocol clips the
+            network output), or an integer array with values in 0..255 (returned as uint8).
+
+    Returns:
+        (H, W) uint8: ``floor(clip(alpha, 0, 1) * 255 + 0.5)`` for floats, i.e. rounding half
+        up as MATLAB's ``uint8`` and ``im2uint8`` do.
+
+    Raises:
+        TypeError: a boolean or non-numeric array.
+        ValueError: NaN or infinite values, or integers outside 0..255.
+    """
+    arr = np.asarray(alpha)
+    if arr.dtype == np.uint8:
+        return arr
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ValueError("the matte has NaN or infinite values; cannot convert it to 8 bits")
+        scaled = np.clip(arr.astype(np.float64), 0.0, 1.0) * 255.0
+        return np.floor(scaled + 0.5).astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.bool_:
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise ValueError(
+                f"integer matte values must lie in 0..255, found {arr.min()}..{arr.max()} "
+                f"(dtype {arr.dtype})"
+            )
+        return arr.astype(np.uint8)
+    raise TypeError(f"a matte must be uint8 (0..255) or float in [0, 1], got dtype {arr.dtype}")

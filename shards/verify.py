@@ -32,9 +32,7 @@ import numpy as np
 
 from shards.codec import decode_color, decode_grey
 from shards.index import ROLES, ShardInfo, read_index, read_samples
-from shards.mattes import BackgroundFit, apply_fit, blend
-
-TRIMAP_VALUES = np.array([0, 128, 255], np.uint8)
+from shards.mattes import TRIMAP_VALUES, BackgroundFit, apply_fit, blend
 
 
 @dataclass(frozen=True)
@@ -179,7 +177,7 @@ def _check_sample(
         sizes = ", ".join(f"{role} {w}x{h}" for role, (h, w) in shapes.items())
         bad("sizes", f"members disagree with json {size[1]}x{size[0]}: {sizes}")
         return problems
-    extra = np.setdiff1d(np.unique(decoded["trimap"]), TRIMAP_VALUES)
+    extra = np.setdiff1d(np.unique(decoded["trimap"]), np.array(TRIMAP_VALUES, np.uint8))
     if extra.size:
         bad("trimap", f"values outside 0/128/255: {extra[:8].tolist()}")
     try:

@@ -1,23 +1,22 @@
 """Deterministic, atomic WebDataset tar writing.
 
 A shard is written to a temporary name unique to this process, hashed while it is written,
-fsynced, then renamed to ``name.tar``: a reader or a resumed build never sees a partial
-``.tar``. Member headers are fixed (mtime 0, uid/gid 0, no owner names, mode 0644) and each
-sample's members are sorted by name, so the same samples give byte-identical tars.
+then committed by ``shards.atomic`` (fsync, rename to ``name.tar``): a reader or a resumed
+build never sees a partial ``.tar``. Member headers are fixed (mtime 0, uid/gid 0, no owner
+names, mode 0644) and each sample's members are sorted by name, so the same samples give
+byte-identical tars.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
 import tarfile
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-TMP_SUFFIX = ".tmp"  # temporary shards are named <name>.tar.<unique>.tmp
+from shards.atomic import commit, temporary_path
 
 
 def check_key(key: str) -> None:
@@ -46,32 +45,6 @@ class _HashingFile(io.RawIOBase):
         return self.size
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename in ``path`` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a unique temporary file and a rename."""
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
-
-
 class ShardWriter:
     """Write samples into ``path`` atomically; ``close()`` returns ``(bytes, sha256)``.
 
@@ -82,7 +55,7 @@ class ShardWriter:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(f"{self.path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+        self._tmp = temporary_path(self.path)  # <name>.tar.<unique>.tmp
         self._file = open(self._tmp, "wb")  # noqa: SIM115 - closed by close() or abort()
         self._hashing = _HashingFile(self._file)
         self._tar = tarfile.TarFile(fileobj=self._hashing, mode="w", format=tarfile.USTAR_FORMAT)
@@ -109,11 +82,8 @@ class ShardWriter:
     def close(self) -> tuple[int, str]:
         """Finish the tar, make it durable, rename it into place; return (bytes, sha256)."""
         self._tar.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
         self._file.close()
-        os.replace(self._tmp, self.path)
-        fsync_dir(self.path.parent)
+        commit(self._tmp, self.path)
         return self._hashing.size, self._hashing.sha256.hexdigest()
 
     def abort(self) -> None:

@@ -80,11 +80,12 @@ def test_our_checkpoint_round_trips(tmp_path, trained):
         step=120,
         rng={"torch": torch.get_rng_state()},
     )
-    assert path.is_file() and not (tmp_path / "last.pt.tmp").exists()
+    assert sorted(tmp_path.iterdir()) == [path]  # no temporary file left beside it
     raw = torch.load(path, weights_only=True)  # loadable without unpickling anything
     assert raw["format"] == FORMAT and raw["version"] == 1 and raw["epoch"] == 3
     ckpt = load_checkpoint(path)
     assert ckpt["model_config"] == {
+        "family": "indexnet",
         "index_block": "m2o",
         "nonlinear": True,
         "context": True,

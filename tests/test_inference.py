@@ -47,9 +47,27 @@ def test_the_protocol_pads_crops_clips_forces_and_rounds(model):
     planes = torch.from_numpy(normalise_input(rgb, trimap))[None]
     with torch.no_grad():
         raw = model(F.pad(planes, (0, 26, 0, 14), mode="reflect"))[0, 0, :50, :70]
-    expected = np.rint(np.clip(raw.numpy(), 0, 1) * 255).astype(np.uint8)
+    expected = np.floor(np.clip(raw.numpy().astype(np.float64), 0, 1) * 255 + 0.5).astype(np.uint8)
     unknown = trimap == 128
     assert np.array_equal(alpha[unknown], expected[unknown])
+
+
+class _Constant(torch.nn.Module):
+    """A "model" predicting one value everywhere."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(x[:, :1], self.value)
+
+
+@pytest.mark.parametrize("value, expected", [(0.5 / 255, 1), (2.5 / 255, 3), (100.5 / 255, 101)])
+def test_predictions_round_half_up_as_the_protocol_and_the_metrics_do(value, expected):
+    rgb, trimap = _image(32, 32)
+    alpha = predict_alpha(_Constant(value), rgb, trimap)
+    assert set(alpha[trimap == 128].tolist()) == {expected}  # half to even: 0, 2, 100
 
 
 def test_large_images_go_in_tiles_and_skip_known_ones(model):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from evaluation.metrics import METRICS, all_metrics, conn, grad, mse, sad, to_uint8
+from shards.metrics import METRICS, all_metrics, conn, grad, mse, sad, to_uint8
 
 REL = 1e-6  # the bar: agreement with the MATLAB definitions within 1e-6 relative
 
@@ -323,7 +323,7 @@ def test_conn_with_more_components_than_16_bit_labels_hold():
 def test_largest_component_of_a_mask_past_2_24_pixels():
     """Past 2**24 pixels component sizes are counted with bincount (calcHist's float32 counts
     are exact only below that)."""
-    from evaluation.metrics import _largest_component
+    from shards.metrics import _largest_component
 
     mask = np.ones((4100, 4100), np.uint8)
     mask[:, 2049] = 0  # left part 2049 columns wide, right part 2050: the right one is larger

@@ -10,11 +10,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from evaluation.metrics import METRICS, all_metrics
 from evaluation.run import EvalOptions, evaluate
 from indexnet_cli import app
 from shards.codec import decode_grey
 from shards.index import read_samples
+from shards.metrics import METRICS, all_metrics
 from training.checkpoint import save_checkpoint
 from training.model import IndexNet
 from training.validate import validation_samples

@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from evaluation.cli import evaluate_app
-from evaluation.metrics import METRICS, all_metrics
 from evaluation.score import ScoreError, default_out, score_folder
+from shards.metrics import METRICS, all_metrics
 
 runner = CliRunner()
 

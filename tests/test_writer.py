@@ -8,7 +8,8 @@ import tarfile
 import pytest
 import webdataset as wds
 
-from shards.writer import ShardWriter, atomic_write_bytes, check_key, sha256_file
+from shards.atomic import TMP_SUFFIX, atomic_file, atomic_write_bytes
+from shards.writer import ShardWriter, check_key, sha256_file
 
 
 def _write(path, samples):
@@ -82,3 +83,16 @@ def test_atomic_write_bytes_replaces(tmp_path):
     atomic_write_bytes(path, b"1")
     atomic_write_bytes(path, b"2")
     assert path.read_bytes() == b"2" and [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_atomic_file_leaves_the_old_file_and_no_temporary_on_error(tmp_path):
+    path = tmp_path / "f.bin"
+    atomic_write_bytes(path, b"old")
+    with pytest.raises(RuntimeError, match="disk full"), atomic_file(path) as f:
+        f.write(b"half of the new")
+        raise RuntimeError("disk full")
+    assert path.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [path]
+    with atomic_file(tmp_path / "g.bin", as_path=True) as tmp:
+        assert tmp.name.startswith("g.bin.") and tmp.name.endswith(TMP_SUFFIX)
+        tmp.write_bytes(b"new")  # a writer that opens the file itself (ONNX, Pillow)
+    assert (tmp_path / "g.bin").read_bytes() == b"new" and len(list(tmp_path.iterdir())) == 2

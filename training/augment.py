@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from configs import TrainConfig
-from shards.mattes import trimap_from_alpha
+from shards.mattes import TRIMAP_UNKNOWN, trimap_from_alpha
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # RGB
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -158,7 +158,7 @@ def to_tensors(crops: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         "fg": fg,
         "bg": bg,
         "merged": merged,
-        "unknown": (trimap == 128).float(),
+        "unknown": (trimap == TRIMAP_UNKNOWN).float(),
     }
 
 

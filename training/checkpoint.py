@@ -6,7 +6,7 @@ trainer saved in its loss history). No weights are ever downloaded.
 
 - Our checkpoint: a dict ``{"format": "indexnet-checkpoint", "version": 1, "model": state_dict,
   "model_config": {...}, "config": {...} or None, ...}``; a trainer adds its own entries
-  (optimizer, scheduler, epoch, step, rng) beside them. Written to ``name.tmp``, fsynced, renamed.
+  (optimizer, scheduler, epoch, step, rng) beside them. Written atomically (``shards.atomic``).
 - The official release (``indexnet_matting.pth.tar``): ``{"state_dict": {"module.<name>": ...}}``,
   checked strictly against our names and shapes (``import_official``).
 - ImageNet MobileNetV2 for the encoder (``load_backbone``): torchvision's ``mobilenet_v2`` layout,
@@ -17,7 +17,6 @@ trainer saved in its loss history). No weights are ever downloaded.
 from __future__ import annotations
 
 import dataclasses
-import os
 import pickle
 import re
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from configs import Config, ConfigError, ModelConfig, config_from_dict
+from shards.atomic import atomic_file
 from training.mobilenetv2 import ENCODER_LAYERS, ENCODER_STAGES
 from training.model import IndexNet
 
@@ -169,7 +169,7 @@ def save_checkpoint(
     config: Config | Mapping[str, Any] | None = None,
     **extra: Any,
 ) -> Path:
-    """Write ``model`` (and a trainer's ``extra`` entries) atomically: ``path.tmp``, then rename.
+    """Write ``model`` (and a trainer's ``extra`` entries) atomically (``shards.atomic``).
 
     Args:
         path: the checkpoint file to write (its folder must exist).
@@ -198,12 +198,8 @@ def save_checkpoint(
         **extra,
     }
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_file(path) as f:
         torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
     return path
 
 

@@ -12,21 +12,12 @@ from pathlib import Path
 import typer
 
 from configs import ConfigError, load_config
-from configs.cli import ConfigOption, SetOption
+from configs.cli import ConfigOption, SetOption, fail, group
 
-model_app = typer.Typer(
-    name="model",
-    help="IndexNet weights: import the official release's checkpoint, describe a variant.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    add_completion=False,
+model_app = group(
+    "model",
+    "IndexNet weights: import the official release's checkpoint, describe a variant.",
 )
-
-
-def _fail(exc: Exception, code: int = 2) -> typer.Exit:
-    typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code)
 
 
 @model_app.callback()
@@ -58,7 +49,7 @@ def import_official_command(
             raise ValueError(f"{out.parent}: no such folder for --out")
         save_checkpoint(out, model, cfg, source=str(checkpoint))
     except (ConfigError, ValueError) as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     typer.echo(report.summary())
     typer.echo(
         f"Wrote {out} ({model.describe()}, {count_parameters(model):,} parameters); load it "
@@ -95,7 +86,7 @@ def summary(
             model = IndexNet(load_config(config, overrides).model)
         report = load_backbone(model, backbone) if backbone is not None else None
     except (ConfigError, ValueError) as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     encoder = sum(p.numel() for p in model.encoder_parameters())
     typer.echo(f"variant:     {model.describe()}")
     typer.echo(f"parameters:  {count_parameters(model):,}")
@@ -264,9 +255,9 @@ def train_command(
         progress = _RichTrainProgress(cfg.train.log_every) if rank == 0 else None
         summary = train(cfg, options, progress)
     except (ConfigError, ValueError) as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     except (TrainingError, ShardError) as exc:
-        raise _fail(exc, 1) from None
+        raise fail(exc, 1) from None
     if rank == 0:
         typer.echo(
             f"steps {summary.step} (epochs {summary.epochs})"
@@ -279,7 +270,5 @@ def train_command(
         typer.echo(f"checkpoint: {summary.checkpoint}\nlog: {out / 'train.jsonl'}")
 
 
-train_app = typer.Typer(
-    name="train", pretty_exceptions_enable=False, rich_markup_mode=None, add_completion=False
-)
+train_app = group("train", no_args_is_help=False)
 train_app.command()(train_command)  # `python -m training` / `torchrun -m training`

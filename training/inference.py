@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from shards.mattes import TRIMAP_BACKGROUND, TRIMAP_FOREGROUND, TRIMAP_UNKNOWN, to_uint8
 from training.augment import normalise_input
 
 MULTIPLE = 32
@@ -106,7 +107,7 @@ def predict_alpha(
         for i, y in enumerate(ys):
             for j, x in enumerate(xs):
                 h, w = min(tile, height - y), min(tile, width - x)
-                if not (trimap[y : y + h, x : x + w] == 128).any():
+                if not (trimap[y : y + h, x : x + w] == TRIMAP_UNKNOWN).any():
                     continue  # every pixel of the tile is known: forced to 0 or 1 below
                 part = _forward_padded(model, planes[..., y : y + h, x : x + w]).cpu().numpy()
                 ramp = np.outer(
@@ -117,6 +118,6 @@ def predict_alpha(
                 weight[y : y + h, x : x + w] += ramp
         raw /= np.maximum(weight, 1e-12)  # weight is 0 only on known pixels of skipped tiles
     alpha = np.clip(raw, 0.0, 1.0)
-    alpha[trimap == 0] = 0.0
-    alpha[trimap == 255] = 1.0
-    return np.rint(alpha * 255).astype(np.uint8)
+    alpha[trimap == TRIMAP_BACKGROUND] = 0.0
+    alpha[trimap == TRIMAP_FOREGROUND] = 1.0
+    return to_uint8(alpha)  # the protocol's round half up

@@ -34,6 +34,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from configs import Config
+from shards.atomic import atomic_write_bytes
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.data import (
     MattingStream,
@@ -206,7 +207,9 @@ class _Run:
             )
         if self.rank == 0:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            atomic_write_bytes(
+                out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode()
+            )
 
         torch.manual_seed(t.seed)  # the same initial weights on every rank
         model = build_model(cfg.model, options.backbone)

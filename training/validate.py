@@ -3,7 +3,7 @@
 Reads the validation shards of the set being trained on (its ``index.json`` locates them),
 feeds each stored ``merged`` image with its AIM-500 trimap to the model at full resolution
 (``training.inference.predict_alpha``) and scores it with the benchmark's metrics
-(``evaluation.metrics``, which need only numpy and OpenCV). Under DDP every rank scores its own
+(``shards.metrics``, which need only numpy and OpenCV). Under DDP every rank scores its own
 share of the samples (``i % world == rank``) and the sums are all-reduced, so no rank idles.
 """
 
@@ -16,8 +16,8 @@ import torch
 import torch.distributed as dist
 import webdataset as wds
 
-from evaluation.metrics import METRICS, all_metrics
 from shards.codec import decode_color, decode_grey
+from shards.metrics import METRICS, all_metrics
 from training.data import load_index, shard_urls
 from training.inference import predict_alpha
 
