@@ -38,9 +38,10 @@ from pipeline.build import build  # noqa: E402
 from pipeline.sample_data import make_sample_data  # noqa: E402
 from shards.cluster import ClusterOptions  # noqa: E402
 from shards.metrics import METRICS, all_metrics  # noqa: E402
+from shards.reader import resolve_shards, scored_samples  # noqa: E402
 from training.checkpoint import load_model  # noqa: E402
 from training.trainer import RunOptions, train  # noqa: E402
-from training.validate import validate, validation_samples  # noqa: E402
+from training.validate import validate  # noqa: E402
 
 
 def log(message: str) -> None:
@@ -51,7 +52,7 @@ def baseline(set_root: str) -> dict[str, float]:
     """Mean metrics of alpha 0.5 in the unknown region, the trimap's 0 and 1 elsewhere."""
     sums = dict.fromkeys(METRICS, 0.0)
     count = 0
-    for _key, _rgb, trimap, alpha in validation_samples(set_root):
+    for _key, _rgb, trimap, alpha in scored_samples(resolve_shards(set_root, "validation").urls):
         for name, value in all_metrics(trivial_alpha(trimap), alpha, trimap).items():
             sums[name] += value
         count += 1

@@ -30,7 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -63,7 +62,7 @@ def large_image(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, 
     fg, bg = _photo(rng, h, w, 0), _photo(rng, h, w, 2)
     a = alpha[..., None].astype(np.float32) / 255
     merged = np.rint(a * fg + (1 - a) * bg).astype(np.uint8)
-    return cv2.cvtColor(merged, cv2.COLOR_BGR2RGB), trimap_from_alpha(alpha, 20), alpha
+    return merged, trimap_from_alpha(alpha, 20), alpha
 
 
 def one_large(args: argparse.Namespace) -> dict:

@@ -101,5 +101,5 @@ def render(rows: list[SheetRow]) -> np.ndarray:
 
 def write_contact_sheet(rows: list[SheetRow], path: Path) -> Path:
     """Render ``rows`` and write the PNG atomically; returns ``path``."""
-    atomic_write_bytes(Path(path), encode_png(render(rows)[..., ::-1]))  # RGB -> BGR
+    atomic_write_bytes(Path(path), encode_png(render(rows)))
     return Path(path)

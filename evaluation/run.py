@@ -30,7 +30,7 @@ import math
 import multiprocessing
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,17 +38,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import webdataset as wds
 
 from configs import ModelConfig
 from evaluation.contact_sheet import SheetRow, write_contact_sheet
 from evaluation.score import ImageScore, ScoreResult, write_results
 from shards.atomic import atomic_write_bytes
-from shards.codec import decode_color, decode_grey, encode_png
+from shards.codec import encode_png
 from shards.mattes import TRIMAP_UNKNOWN
 from shards.metrics import METRICS, all_metrics
+from shards.reader import resolve_shards, scored_samples
 from training.checkpoint import load_for_inference
-from training.data import resolve_shards
 from training.inference import predict_alpha
 
 PREDICTIONS = "predictions"
@@ -97,20 +96,6 @@ class EvalProgress:
 
     def stop(self) -> None:
         """Evaluation ended or failed."""
-
-
-def _samples(urls: tuple[str, ...]) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
-    """(key, RGB composite, trimap, alpha) of every sample, in shard order, never extracted."""
-    for raw in wds.tarfile_samples([{"url": url} for url in urls]):
-        key = raw["__key__"]
-        missing = [m for m in ("merged.png", "trimap.png", "alpha.png") if m not in raw]
-        if missing:
-            raise ValueError(
-                f"{raw.get('__url__')}: sample {key} lacks {', '.join(missing)}; "
-                "check the set with `indexnet shards verify`"
-            )
-        rgb = cv2.cvtColor(decode_color(raw["merged.png"]), cv2.COLOR_BGR2RGB)
-        yield key, rgb, decode_grey(raw["trimap.png"]), decode_grey(raw["alpha.png"])
 
 
 def trivial_alpha(trimap: np.ndarray) -> np.ndarray:
@@ -266,9 +251,7 @@ def _predict_and_score(
         pool = ProcessPoolExecutor(options.workers, context, _init_worker)
     progress.start(total)
     try:
-        for i, (key, rgb, trimap, alpha) in enumerate(_samples(urls)):
-            if i >= total:
-                break
+        for i, (key, rgb, trimap, alpha) in enumerate(scored_samples(urls, total)):
             tick = time.perf_counter()
             try:
                 pred = predict_alpha(

@@ -33,8 +33,9 @@ from pipeline.plan import Plan, Split, make_plan, shard_tasks, split_foregrounds
 from shards.atomic import TMP_SUFFIX, atomic_write_bytes
 from shards.cluster import ClusterOptions, dashboard_link, dask_client, map_bounded
 from shards.codec import decode_grey
-from shards.index import INDEX_NAME, SAMPLES_NAME, SPLITS, ShardInfo, write_index, write_samples
+from shards.index import INDEX_NAME, SAMPLES_NAME, ShardInfo, write_index, write_samples
 from shards.mattes import TRIMAP_VALUES
+from shards.schema import SPLITS
 
 PLAN_NAME = "plan.parquet"
 

@@ -24,8 +24,8 @@ import numpy as np
 from pipeline.plan import VALIDATION, PlannedSample, ShardTask
 from shards.atomic import atomic_write_bytes
 from shards.codec import decode_color, decode_grey, encode_png
-from shards.index import ROLES
 from shards.mattes import blend, fit_background, trimap_from_alpha
+from shards.schema import hash_columns, member_file, members_of, name_of
 from shards.writer import ShardWriter, sha256_file
 
 RECORDS_DIR = ".records"
@@ -50,7 +50,7 @@ class ShardResult:
 class _Foreground:
     ext: str
     data: bytes  # the original's bytes, stored untouched as fg.<ext>
-    fg: np.ndarray  # (H, W, 3) uint8 BGR
+    fg: np.ndarray  # (H, W, 3) uint8 RGB
     alpha: np.ndarray  # (H, W) uint8
     alpha_png: bytes
     trimap_png: bytes
@@ -143,8 +143,7 @@ def _row(task: ShardTask, s: PlannedSample, status: str, error: str, **extra) ->
         "status": status,
         "error": error,
         "members": [],
-        **{f"{role}_size": None for role in ROLES},
-        **{f"{role}_sha256": None for role in ROLES},
+        **dict.fromkeys(hash_columns()),
     }
     row.update(extra)
     return row
@@ -168,6 +167,7 @@ def build_shard(task: ShardTask, force: bool = False) -> ShardResult:
     last_use = {s.fg_id: i for i, s in enumerate(task.samples)}
     cache: dict[str, _Foreground | str] = {}
     spares = iter(task.spares)
+    schema_names = sorted(m.name for m in members_of(task.split))
     rows = []
     with ShardWriter(out_dir / task.name) as writer:
         for i, s in enumerate(task.samples):
@@ -200,20 +200,20 @@ def build_shard(task: ShardTask, force: bool = False) -> ShardResult:
             fitted, fit = fit_background(bg, *fgd.alpha.shape)
             merged = blend(fgd.fg, fitted, fgd.alpha, task.settings.rounding)
             bg_ext = Path(bg_name).suffix.lower().lstrip(".")
-            members = {
-                "merged.png": encode_png(merged, task.settings.png_level),
-                "alpha.png": fgd.alpha_png,
-                f"fg.{fgd.ext}": fgd.data,
-                f"bg.{bg_ext}": bg_bytes,
-                "trimap.png": fgd.trimap_png,
-                "json": _sample_json(task, s, fgd, bg_name, bg, fit),
+            members = {  # one entry per member of shards.schema.MEMBERS
+                member_file("merged"): encode_png(merged, task.settings.png_level),
+                member_file("alpha"): fgd.alpha_png,
+                member_file("fg", fgd.ext): fgd.data,
+                member_file("bg", bg_ext): bg_bytes,
+                member_file("trimap"): fgd.trimap_png,
+                member_file("json"): _sample_json(task, s, fgd, bg_name, bg, fit),
             }
+            assert sorted(map(name_of, members)) == schema_names, "a schema member is not made"
             writer.write(s.key, members)
             hashes = {}
-            for member, data in members.items():
-                role = member.split(".")[0]
-                hashes[f"{role}_size"] = len(data)
-                hashes[f"{role}_sha256"] = hashlib.sha256(data).hexdigest()
+            for file, data in members.items():
+                hashes[f"{name_of(file)}_size"] = len(data)
+                hashes[f"{name_of(file)}_sha256"] = hashlib.sha256(data).hexdigest()
             status = "replaced" if errors else "ok"
             rows.append(_row(task, s, status, "; ".join(errors), background=bg_name,
                              members=sorted(members), **hashes))  # fmt: skip

@@ -25,7 +25,8 @@ from configs import config_from_dict
 from pipeline.build import PLAN_NAME, prepare
 from pipeline.compose import RECORDS_DIR, build_shard, record_path
 from pipeline.plan import shard_tasks
-from shards.index import ROLES, ShardInfo, read_index, read_samples, write_index
+from shards.index import ShardInfo, read_index, read_samples, write_index
+from shards.schema import hash_columns
 from shards.verify import VerifyReport
 
 STAGING = ".repair"
@@ -137,11 +138,13 @@ def repair(
     return summary
 
 
+_SHA_COLUMNS = tuple(c for c in hash_columns() if c.endswith("_sha256"))
+
+
 def _member_hashes(rows: list[dict]) -> dict[tuple[str, str], tuple]:
     """(shard, key) -> (status, member sha256s) of every sample row."""
     return {
-        (row["shard"], row["key"]): (row["status"], *(row[f"{r}_sha256"] for r in ROLES))
-        for row in rows
+        (row["shard"], row["key"]): (row["status"], *(row[c] for c in _SHA_COLUMNS)) for row in rows
     }
 
 

@@ -19,7 +19,7 @@ from rich.table import Table
 from configs.cli import fail, group
 from shards.cluster import ClusterOptions, dask_client, map_bounded
 from shards.info import describe
-from shards.verify import VerifyReport, verify
+from shards.verify import CHECKS, DEEP_CHECKS, VerifyReport, verify
 
 app = group(
     "shards",
@@ -43,11 +43,7 @@ def print_report(report: VerifyReport, limit: int = 40) -> None:
     table = Table(title=f"shards verify{' --deep' if report.deep else ''}: {report.root}")
     table.add_column("check")
     table.add_column("failures", justify="right")
-    checks = ["index", "samples", "count", "listing", "missing", "size", "sha256", "tar",
-              "members", "keys"]  # fmt: skip
-    if report.deep:
-        checks += ["decode", "sizes", "trimap", "composite", "member_sha256"]
-    for check in checks:
+    for check in CHECKS + (DEEP_CHECKS if report.deep else ()):
         n = report.checks.get(check, 0)
         table.add_row(check, f"[red]{n}[/red]" if n else "[green]0[/green]")
     out.print(table)

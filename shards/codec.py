@@ -7,7 +7,8 @@ composites this writer is ~3x faster than libpng at zlib level 1 with slightly s
 and ~60x faster than level 9 (BENCHMARKS.md). The output is byte-identical for the same inputs,
 level and ISA-L build.
 
-Arrays are uint8, channel-last, BGR as OpenCV decodes them; the PNG holds RGB.
+Arrays are uint8 and channel-last; colour is RGB, the project's one colour convention (OpenCV
+decodes straight to RGB, and the PNG holds RGB as it is).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from isal import isal_zlib
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _DECODE_FLAGS = cv2.IMREAD_IGNORE_ORIENTATION  # mattes carry no EXIF: never rotate the photo
+# OpenCV >= 4.10 decodes to RGB directly (the same values as BGR reversed, at no cost)
+_COLOR_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
 _FILTER_UP = 2
 
 
@@ -41,12 +44,14 @@ def _decode(data: bytes, flags: int) -> np.ndarray:
 
 
 def decode_color(data: bytes) -> np.ndarray:
-    """Decode JPEG/PNG bytes to (H, W, 3) uint8 BGR, ignoring EXIF orientation.
+    """Decode JPEG/PNG bytes to (H, W, 3) uint8 RGB, ignoring EXIF orientation.
 
     Raises:
         ValueError: the bytes are not a decodable image.
     """
-    return _decode(data, cv2.IMREAD_COLOR)
+    if _COLOR_RGB is not None:
+        return _decode(data, _COLOR_RGB)
+    return np.ascontiguousarray(_decode(data, cv2.IMREAD_COLOR)[..., ::-1])
 
 
 def decode_grey(data: bytes) -> np.ndarray:
@@ -64,10 +69,10 @@ def _chunk(kind: bytes, payload: bytes) -> bytes:
 
 
 def encode_png(arr: np.ndarray, level: int = 1) -> bytes:
-    """Losslessly encode (H, W) grey or (H, W, 3) BGR uint8 as an 8-bit PNG.
+    """Losslessly encode (H, W) grey or (H, W, 3) RGB uint8 as an 8-bit PNG.
 
     Args:
-        arr: the image; colour input is BGR and is stored as RGB.
+        arr: the image (colour is RGB).
         level: ISA-L deflate level, 0 (fastest) to 3 (smallest).
 
     Returns:
@@ -76,7 +81,7 @@ def encode_png(arr: np.ndarray, level: int = 1) -> bytes:
     if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
         raise ValueError(f"encode_png takes (H, W) or (H, W, 3) uint8, got {arr.shape} {arr.dtype}")
     height, width = arr.shape[:2]
-    rgb = arr[..., ::-1] if arr.ndim == 3 else arr[..., None]  # BGR -> RGB as a view
+    rgb = arr if arr.ndim == 3 else arr[..., None]  # (H, W, C)
     channels = rgb.shape[2]
     rows = np.empty((height, 1 + width * channels), np.uint8)  # filter byte + pixels per row
     rows[:, 0] = _FILTER_UP  # Up on row 0 subtracts an all-zero row: its bytes stay as they are

@@ -22,12 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shards.atomic import atomic_write_bytes
+from shards.schema import hash_columns
 
 FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
 SAMPLES_NAME = "samples.parquet"
-SPLITS = ("train", "validation")
-ROLES = ("merged", "alpha", "fg", "bg", "trimap", "json")  # the members of every sample
 
 SAMPLE_SCHEMA = pa.schema(
     [
@@ -43,9 +42,9 @@ SAMPLE_SCHEMA = pa.schema(
         ("width", pa.int32()),
         ("status", pa.string()),  # ok | replaced | failed
         ("error", pa.string()),  # why replaced or failed; empty when ok
-        ("members", pa.list_(pa.string())),  # member names, e.g. fg.jpg
-        *[(f"{role}_size", pa.int64()) for role in ROLES],
-        *[(f"{role}_sha256", pa.string()) for role in ROLES],
+        ("members", pa.list_(pa.string())),  # member file names, e.g. fg.jpg
+        # <member>_size, <member>_sha256 of every hashed member of shards.schema.MEMBERS
+        *[(c, pa.int64() if c.endswith("_size") else pa.string()) for c in hash_columns()],
     ]
 )
 

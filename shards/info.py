@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from shards.index import SPLITS, read_index, read_samples
+from shards.index import read_index, read_samples
+from shards.schema import SPLITS
 
 MEGAPIXEL_BINS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, float("inf"))
 

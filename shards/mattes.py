@@ -8,8 +8,8 @@ A trimap's three values are named here (``TRIMAP_*``), and so is the one rule th
 alpha into 8 bits (``to_uint8``: the protocol's round half up), used wherever predictions are
 written or scored.
 
-Arrays are uint8 and channel-last; colour arrays are BGR, as OpenCV decodes them (the blend is
-per channel, so the order never matters here; the trainer converts crops to RGB).
+Arrays are uint8 and channel-last; colour arrays are RGB, as ``shards.codec`` decodes them (the
+blend is per channel, so the order never matters here).
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@
   recorded ones; the tar parses to its end; every member is ``<key>.<ext>``, a regular file;
   every sample has exactly its recorded members; keys are the recorded ones, in order, unique;
 - across shards: no key appears twice;
-- with ``deep``: every member decodes; fg, bg, alpha, trimap and merged agree in size; trimap
-  values are within {0, 128, 255}; ``merged == blend(fg, fit(bg), alpha)`` exactly (the rounding
-  the sample records); each member's sha256 is the one in ``samples.parquet``.
+- with ``deep``, for the members ``shards.schema`` marks: every checked member decodes; sized
+  ones (merged, alpha, fg, trimap) have the json's size; members with allowed values (the
+  trimap's 0/128/255) hold no other; ``merged == blend(fg, fit(bg), alpha)`` exactly (the
+  rounding the sample records); each hashed member's sha256 is the one in ``samples.parquet``.
 
 Shards are read into memory only, never extracted: a member named ``../../x`` is reported,
 and nothing is written anywhere.
@@ -19,7 +20,6 @@ and nothing is written anywhere.
 from __future__ import annotations
 
 import hashlib
-import json
 import tarfile
 import time
 from collections import Counter, defaultdict
@@ -30,17 +30,23 @@ from typing import Any
 
 import numpy as np
 
-from shards.codec import decode_color, decode_grey
-from shards.index import ROLES, ShardInfo, read_index, read_samples
-from shards.mattes import TRIMAP_VALUES, BackgroundFit, apply_fit, blend
+from shards.index import ShardInfo, read_index, read_samples
+from shards.mattes import BackgroundFit, apply_fit, blend
+from shards.reader import decode_member, tar_entries
+from shards.schema import MEMBERS, name_of
+
+CHECKS = ("index", "samples", "count", "listing", "missing", "size", "sha256", "tar", "members",
+          "keys")  # fmt: skip
+# --deep adds these; a member with allowed ``values`` (the trimap) is a check of its own name
+DEEP_CHECKS = ("decode", "sizes", *(m.name for m in MEMBERS if m.values), "composite",
+               "member_sha256")  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Problem:
     """One failed check: where (shard, key) and what."""
 
-    check: str  # index, samples, count, listing, missing, size, sha256, tar, members, keys,
-    #             decode, sizes, trimap, composite, member_sha256
+    check: str  # one of CHECKS, or of DEEP_CHECKS with --deep
     detail: str
     shard: str | None = None
     key: str | None = None
@@ -139,47 +145,52 @@ class _HashingReader:
 
 
 def _check_sample(
-    shard: str, key: str, members: dict[str, bytes], expected: ExpectedSample | None
+    shard: str, key: str, files: dict[str, bytes], expected: ExpectedSample | None
 ) -> list[Problem]:
-    """Deep checks of one sample's members."""
+    """Deep checks of one sample's members, driven by the sample schema (``shards.schema``):
+    every hashed member's sha256, every checked member decoded, sized members at the json's
+    size, ``values`` respected, and ``merged == blend(fg, fit(bg), alpha)`` exactly."""
     problems: list[Problem] = []
 
     def bad(check: str, detail: str) -> None:
         problems.append(Problem(check, detail, shard, key))
 
     if expected is not None:
-        for name, data in members.items():
-            want = expected.sha256.get(name)
+        for file, data in files.items():
+            want = expected.sha256.get(file)
             if want and hashlib.sha256(data).hexdigest() != want:
-                bad("member_sha256", f"{name} sha256 differs from samples.parquet")
-    by_role = {name.split(".", 1)[0]: name for name in members}
-    if set(by_role) != set(ROLES):
-        return problems  # reported by the structural check
-    decoded: dict[str, np.ndarray] = {}
-    for role, decode in (("merged", decode_color), ("fg", decode_color), ("bg", decode_color),
-                         ("alpha", decode_grey), ("trimap", decode_grey)):  # fmt: skip
-        try:
-            decoded[role] = decode(members[by_role[role]])
-        except ValueError as exc:
-            bad("decode", f"{by_role[role]}: {exc}")
+                bad("member_sha256", f"{file} sha256 differs from samples.parquet")
+    by_name = {name_of(file): file for file in files}
+    decoded: dict[str, Any] = {}
+    for m in MEMBERS:  # a missing member is the structural check's to report
+        if m.checked and m.name in by_name:
+            try:
+                decoded[m.name] = decode_member(m.name, files[by_name[m.name]])
+            except ValueError as exc:
+                bad("decode", f"{by_name[m.name]}: {exc}")
+    if "json" not in decoded:  # missing, or reported above
+        return problems
     try:
-        meta = json.loads(members[by_role["json"]])
+        meta = decoded["json"]
         fit = BackgroundFit.from_json(meta["bg_fit"])
         rounding = meta["composition"]["rounding"]
         size = (int(meta["height"]), int(meta["width"]))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         bad("decode", f"json: not a valid sample record ({exc})")
         return problems
-    if len(decoded) < 5:
-        return problems
-    shapes = {role: decoded[role].shape[:2] for role in ("merged", "fg", "alpha", "trimap")}
-    if set(shapes.values()) != {size}:
-        sizes = ", ".join(f"{role} {w}x{h}" for role, (h, w) in shapes.items())
+    sized = {m.name: decoded[m.name].shape[:2] for m in MEMBERS if m.sized and m.name in decoded}
+    if set(sized.values()) - {size}:
+        sizes = ", ".join(f"{name} {w}x{h}" for name, (h, w) in sized.items())
         bad("sizes", f"members disagree with json {size[1]}x{size[0]}: {sizes}")
         return problems
-    extra = np.setdiff1d(np.unique(decoded["trimap"]), np.array(TRIMAP_VALUES, np.uint8))
-    if extra.size:
-        bad("trimap", f"values outside 0/128/255: {extra[:8].tolist()}")
+    for m in MEMBERS:
+        if m.values is not None and m.name in decoded:
+            extra = np.setdiff1d(np.unique(decoded[m.name]), np.array(m.values, np.uint8))
+            if extra.size:
+                shown = "/".join(map(str, m.values))
+                bad(m.name, f"values outside {shown}: {extra[:8].tolist()}")
+    if not {"merged", "fg", "bg", "alpha"} <= decoded.keys():
+        return problems
     try:
         fitted = apply_fit(decoded["bg"], fit)
     except ValueError as exc:
@@ -238,29 +249,26 @@ def check_shard(task: ShardCheck) -> ShardReport:
         reader = _HashingReader(raw)
         current: str | None = None
         members: dict[str, bytes] = {}
-        try:
-            with tarfile.open(fileobj=reader, mode="r|") as tar:  # streaming: never seeks
-                for member in tar:
-                    name = member.name
-                    key, dot, ext = name.partition(".")
-                    if not member.isfile() or not dot or not key or "/" in name or "\\" in name:
-                        bad("members", f"member {name!r} is not a file named <key>.<ext>")
-                        continue
-                    if key != current:
-                        if current is not None:
-                            finish(current, members)
-                        if key in seen:
-                            bad("keys", "appears twice in this shard (not contiguous)", key)
-                        current, members = key, {}
-                        seen.setdefault(key, set())
-                        order.append(key)
-                    if ext in members:
-                        bad("members", f"member {name!r} appears twice", key)
-                    handle = tar.extractfile(member)
-                    members[ext] = handle.read() if task.deep else b""
-                    seen[key].add(ext)
-                if current is not None:
-                    finish(current, members)
+        try:  # the shard reader's tar stream: one sequential read, never seeks
+            for entry in tar_entries(reader, read=lambda _file: task.deep):
+                name, key, ext = entry.name, entry.key, entry.file
+                if not entry.regular or not ext or not key or "/" in name or "\\" in name:
+                    bad("members", f"member {name!r} is not a file named <key>.<ext>")
+                    continue
+                if key != current:
+                    if current is not None:
+                        finish(current, members)
+                    if key in seen:
+                        bad("keys", "appears twice in this shard (not contiguous)", key)
+                    current, members = key, {}
+                    seen.setdefault(key, set())
+                    order.append(key)
+                if ext in members:
+                    bad("members", f"member {name!r} appears twice", key)
+                members[ext] = entry.data if entry.data is not None else b""
+                seen[key].add(ext)
+            if current is not None:
+                finish(current, members)
         except (tarfile.TarError, EOFError, OSError) as exc:
             bad("tar", f"does not parse to its end: {exc}")
         reader.drain()
@@ -285,7 +293,7 @@ def _expected_by_shard(root: Path) -> dict[str, tuple[ExpectedSample, ...]]:
         if status == "failed":
             continue
         members = tuple(sorted(columns["members"][i]))
-        sha = {m: columns[f"{m.split('.', 1)[0]}_sha256"][i] for m in members}
+        sha = {m: columns[f"{name_of(m)}_sha256"][i] for m in members}
         out[columns["shard"][i]].append(ExpectedSample(columns["key"][i], members, sha))
     return {k: tuple(v) for k, v in out.items()}
 

@@ -92,7 +92,8 @@ def test_tensors_composite_and_normalisation():
     assert all(v.dtype == torch.float32 for v in t.values())
     a = t["alpha"]
     assert torch.allclose(t["merged"], a * t["fg"] + (1 - a) * t["bg"])
-    assert torch.allclose(t["fg"][0], torch.from_numpy(crops["fg"][..., 2] / 255).float())  # RGB
+    # crops are RGB, as the reader decodes them: channel order is kept
+    assert torch.allclose(t["fg"][0], torch.from_numpy(crops["fg"][..., 0] / 255).float())
     rgb = t["image"][:3] * torch.tensor(IMAGENET_STD)[:, None, None]
     rgb = rgb + torch.tensor(IMAGENET_MEAN)[:, None, None]
     assert torch.allclose(rgb, t["merged"], atol=1e-6)

@@ -30,8 +30,9 @@ from pipeline.build import PLAN_NAME, BuildSummary, build, prepare
 from pipeline.compose import RECORDS_DIR
 from shards.cluster import ClusterOptions
 from shards.codec import decode_color, decode_grey
-from shards.index import INDEX_NAME, ROLES, read_index, read_samples
+from shards.index import INDEX_NAME, read_index, read_samples
 from shards.mattes import BackgroundFit, apply_fit, blend, trimap_from_alpha
+from shards.schema import MEMBERS
 from shards.verify import verify
 
 runner = CliRunner()
@@ -151,7 +152,7 @@ def test_round_trip_every_planned_sample_reads_back_exactly(base, sample_data):
             role = member.split(".")[0]
             assert row[f"{role}_sha256"] == _sha(sample[member]), (sample["__key__"], member)
             assert row[f"{role}_size"] == len(sample[member])
-        assert {f"{r}_sha256" for r in ROLES} <= set(row)
+        assert {f"{m.name}_sha256" for m in MEMBERS} <= set(row)
 
         _check_merged(sample)
         original = sample_data.data_dir / "original" / meta["foreground"]
@@ -348,7 +349,7 @@ def test_resume_after_sigkill_is_byte_identical(sample_data, tmp_path):
     for path in tars:  # every tar present is complete: readable to its end
         with tarfile.open(path) as tar:
             members = tar.getmembers()
-            assert members and len(members) % len(ROLES) == 0, path
+            assert members and len(members) % len(MEMBERS) == 0, path
             for member in members:
                 assert len(tar.extractfile(member).read()) == member.size
     for path in out.rglob("*"):  # anything else is a temp file (or a finished record/plan)

@@ -14,12 +14,12 @@ from shards.codec import decode_color, decode_grey, encode_png, image_kind
 @pytest.mark.parametrize("level", [0, 1, 3])
 def test_png_round_trips_through_opencv_and_pillow(level):
     rng = np.random.default_rng(level)
-    bgr = rng.integers(0, 256, (17, 23, 3), dtype=np.uint8)
-    data = encode_png(bgr, level)
-    assert np.array_equal(decode_color(data), bgr)
-    rgb = np.asarray(Image.open(io.BytesIO(data)))  # an independent decoder: PIL/libpng
-    assert np.array_equal(rgb, bgr[..., ::-1])
-    grey = bgr[..., 1].copy()
+    rgb = rng.integers(0, 256, (17, 23, 3), dtype=np.uint8)
+    data = encode_png(rgb, level)
+    assert np.array_equal(decode_color(data), rgb)
+    pil = np.asarray(Image.open(io.BytesIO(data)))  # an independent decoder: PIL/libpng
+    assert np.array_equal(pil, rgb)  # RGB in, RGB in the file, RGB out
+    grey = rgb[..., 1].copy()
     data = encode_png(grey, level)
     assert Image.open(io.BytesIO(data)).mode == "L"
     assert np.array_equal(decode_grey(data), grey)

@@ -1,4 +1,4 @@
-"""training.data: shard sources (folder, HTTP, braces, pipe:), lockstep, splitting, corruption."""
+"""training.data (and shards.reader's sources): folder, HTTP, braces, pipe:, lockstep, splits."""
 
 from __future__ import annotations
 
@@ -9,15 +9,9 @@ import pytest
 import torch
 
 from configs import load_config
+from shards.reader import ShardError, resolve_shards
 from tests.conftest import serve_directory
-from training.data import (
-    MattingStream,
-    ShardError,
-    check_shard_count,
-    make_loader,
-    resolve_shards,
-    steps_per_epoch,
-)
+from training.data import MattingStream, check_shard_count, make_loader, steps_per_epoch
 
 
 def _train_cfg(**train):
@@ -80,7 +74,7 @@ def _keys(stream: MattingStream, n: int) -> list[str]:
     """Raw sample keys a stream's worker would read first (shuffle off)."""
     keys = []
     for url in stream._my_shards(stream.epoch, 0, 1):
-        keys += [raw["__key__"] for raw in stream._raw_samples(url)]
+        keys += [raw.key for raw in stream._raw_samples(url)]
     return keys[:n]
 
 

@@ -15,9 +15,9 @@ from indexnet_cli import app
 from shards.codec import decode_grey
 from shards.index import read_samples
 from shards.metrics import METRICS, all_metrics
+from shards.reader import resolve_shards, scored_samples
 from training.checkpoint import save_checkpoint
 from training.model import IndexNet
-from training.validate import validation_samples
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,9 @@ def test_every_sample_predicted_and_scored_as_written(shard_set, checkpoint, tmp
     assert [r["name"] for r in _rows(out)] == [s.name for s in result.scores.images]
     # metrics.json is the mean of the metrics recomputed from the written PNGs
     recomputed = {m: [] for m in METRICS}
-    for key, _rgb, trimap, alpha in validation_samples(str(shard_set)):
+    for key, _rgb, trimap, alpha in scored_samples(
+        resolve_shards(str(shard_set), "validation").urls
+    ):
         pred = decode_grey((out / "predictions" / f"{key}.png").read_bytes())
         assert (pred[trimap == 0] == 0).all() and (pred[trimap == 255] == 255).all()
         for name, value in all_metrics(pred, alpha, trimap).items():
@@ -122,7 +124,9 @@ def test_baseline_scores_the_trivial_prediction_beside_the_model(shard_set, chec
     options = EvalOptions(checkpoint[0], str(shard_set), out, workers=1, limit=2, baseline=True)
     result = evaluate(options)
     expected = {m: [] for m in METRICS}
-    for i, (_key, _rgb, trimap, alpha) in enumerate(validation_samples(str(shard_set))):
+    for i, (_key, _rgb, trimap, alpha) in enumerate(
+        scored_samples(resolve_shards(str(shard_set), "validation").urls)
+    ):
         if i == 2:
             break
         pred = trimap.copy()  # 0.5 in the unknown region rounds to 128; 0 and 1 elsewhere

@@ -129,6 +129,27 @@ def test_sample_missing_a_member(damaged, sample_data):
     assert summary.ok and summary.index_corrected == [TRAIN0]
 
 
+def test_a_sample_missing_a_member_is_still_deep_checked(damaged):
+    """Deep checks follow the schema member by member: a missing trimap does not switch off the
+    composite check of the same sample (it once did, when a member was absent from a list)."""
+    members = _members(damaged / TRAIN0)
+    key = members[0][0].split(".")[0]
+    kept = []
+    for name, data in members:
+        if name == f"{key}.trimap.png":
+            continue
+        if name == f"{key}.merged.png":
+            img = decode_color(data)
+            img[0, 0] ^= 1  # one value off: still a valid PNG of the right size
+            data = encode_png(img)
+        kept.append((name, data))
+    _rewrite(damaged, TRAIN0, kept)
+    deep = verify(damaged, deep=True)
+    checks = _checks(deep)
+    assert {("members", TRAIN0, key), ("composite", TRAIN0, key)} <= checks
+    assert ("member_sha256", TRAIN0, key) in checks  # the changed merged.png
+
+
 def test_key_duplicated_across_shards(damaged, sample_data):
     first = _members(damaged / TRAIN0)
     key = first[0][0].split(".")[0]

@@ -36,8 +36,8 @@ def crop_sample(
     """Rescale, make a trimap, crop around the unknown region, resize, flip.
 
     Args:
-        fg: (H, W, 3) uint8 BGR foreground.
-        bg: (H, W, 3) uint8 BGR background already fitted to the foreground.
+        fg: (H, W, 3) uint8 RGB foreground.
+        bg: (H, W, 3) uint8 RGB background already fitted to the foreground.
         alpha: (H, W) uint8 matte.
         cfg: the train config (input_size, crop_sizes, trimap_radius, ...).
         rng: the sample's random generator.
@@ -144,8 +144,8 @@ def to_tensors(crops: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         trimap == 128.
     """
 
-    def rgb(bgr: np.ndarray) -> torch.Tensor:  # (S, S, 3) uint8 BGR -> (3, S, S) float RGB
-        return torch.from_numpy(bgr).permute(2, 0, 1).flip(0).float().div_(255)
+    def rgb(arr: np.ndarray) -> torch.Tensor:  # (S, S, 3) uint8 RGB -> (3, S, S) float
+        return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255)
 
     fg, bg = rgb(crops["fg"]), rgb(crops["bg"])
     alpha = torch.from_numpy(crops["alpha"])[None].float().div_(255)

@@ -236,7 +236,7 @@ def train_command(
     config.yaml. --resume, or a torchrun restart, continues from last.pt. Exit code 0: done;
     1: training stopped (non-finite loss, corrupt shard); 2: bad options, config or shards.
     """
-    from training.data import ShardError
+    from shards.reader import ShardError
     from training.inference import enable_huge_pages
     from training.trainer import RunOptions, TrainingError, train
 

@@ -35,14 +35,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from configs import Config
 from shards.atomic import atomic_write_bytes
+from shards.reader import resolve_shards
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.data import (
-    MattingStream,
-    check_shard_count,
-    make_loader,
-    resolve_shards,
-    steps_per_epoch,
-)
+from training.data import MattingStream, check_shard_count, make_loader, steps_per_epoch
 from training.loss import matting_loss
 from training.model import IndexNet, build_model
 from training.validate import validate
@@ -442,7 +437,7 @@ def train(cfg: Config, options: RunOptions, progress: TrainProgress | None = Non
     Raises:
         ValueError: bad options or shard sources (named).
         TrainingError: a non-finite loss or weights (the last good checkpoint is kept).
-        training.data.ShardError: a corrupt shard or sample under the ``stop`` policy.
+        shards.reader.ShardError: a corrupt shard or sample under the ``stop`` policy.
     """
     run = _Run(cfg, options, progress or TrainProgress())
     try:

@@ -9,40 +9,12 @@ share of the samples (``i % world == rank``) and the sums are all-reduced, so no
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import numpy as np
 import torch
 import torch.distributed as dist
-import webdataset as wds
 
-from shards.codec import decode_color, decode_grey
 from shards.metrics import METRICS, all_metrics
-from training.data import load_index, shard_urls
+from shards.reader import load_index, scored_samples, shard_urls
 from training.inference import predict_alpha
-
-
-def validation_samples(
-    set_root: str, limit: int = 0, rank: int = 0, world: int = 1
-) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
-    """(key, rgb, trimap, alpha) of the validation split in shard order, uint8 arrays.
-
-    Args:
-        set_root: the shard set's folder or URL.
-        limit: score only the first ``limit`` samples of the split (0: all).
-        rank, world: yield only samples ``i`` with ``i % world == rank``.
-    """
-    urls = shard_urls(load_index(set_root), "validation")
-    # every rank reads the split (a few shards) and keeps its share of the samples
-    samples = wds.tarfile_samples([{"url": url} for url in urls])
-    for i, raw in enumerate(samples):
-        if limit and i >= limit:
-            return
-        if i % world != rank:
-            continue
-        rgb = np.ascontiguousarray(decode_color(raw["merged.png"])[..., ::-1])
-        trimap, alpha = decode_grey(raw["trimap.png"]), decode_grey(raw["alpha.png"])
-        yield raw["__key__"], rgb, trimap, alpha
 
 
 def validate(
@@ -67,7 +39,9 @@ def validate(
     was_training = model.training
     model.eval()
     sums = torch.zeros(len(METRICS) + 1, dtype=torch.float64)  # the metrics, then the count
-    for _key, rgb, trimap, alpha in validation_samples(set_root, limit, rank, world):
+    urls = shard_urls(load_index(set_root), "validation")
+    # every rank reads the split (a few shards) and decodes its share of the samples
+    for _key, rgb, trimap, alpha in scored_samples(urls, limit, rank, world):
         scores = all_metrics(predict_alpha(model, rgb, trimap, device), alpha, trimap)
         sums += torch.tensor([*(scores[m] for m in METRICS), 1.0], dtype=torch.float64)
     model.train(was_training)
