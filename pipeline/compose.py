@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -98,9 +99,44 @@ def _load_foreground(task: ShardTask, fg_id: str) -> _Foreground:
     )
 
 
-def _read_background(bg_dir: Path, name: str) -> tuple[bytes, np.ndarray]:
-    data = (bg_dir / name).read_bytes()
-    return data, decode_color(data)
+def _read_background(
+    bg_dir: Path, name: str, spares: Iterator[str]
+) -> tuple[str | None, bytes, np.ndarray | None, list[str]]:
+    """``(name, bytes, pixels, errors)`` of the sample's background, or of the next spare that
+    decodes when it does not; ``name`` is None when no spare is left."""
+    errors = []
+    while name is not None:
+        try:
+            data = (bg_dir / name).read_bytes()
+            return name, data, decode_color(data), errors
+        except (OSError, ValueError) as exc:
+            errors.append(f"background {name}: {exc}")
+            name = next(spares, None)
+    return None, b"", None, [*errors, "no spare background left"]
+
+
+def _members(
+    task: ShardTask,
+    s: PlannedSample,
+    fgd: _Foreground,
+    bg_name: str,
+    bg_bytes: bytes,
+    bg: np.ndarray,
+) -> dict[str, bytes]:
+    """The sample's files, one per member of ``shards.schema.MEMBERS`` for its split."""
+    fitted, fit = fit_background(bg, *fgd.alpha.shape)
+    merged = blend(fgd.fg, fitted, fgd.alpha, task.settings.rounding)
+    members = {
+        member_file("merged"): encode_png(merged, task.settings.png_level),
+        member_file("alpha"): fgd.alpha_png,
+        member_file("fg", fgd.ext): fgd.data,
+        member_file("bg", Path(bg_name).suffix.lstrip(".")): bg_bytes,
+        member_file("trimap"): fgd.trimap_png,
+        member_file("json"): _sample_json(task, s, fgd, bg_name, bg, fit),
+    }
+    made, wanted = sorted(map(name_of, members)), sorted(m.name for m in members_of(task.split))
+    assert made == wanted, f"the compositor makes {made}, the schema wants {wanted}"
+    return members
 
 
 def _sample_json(task: ShardTask, s: PlannedSample, fgd: _Foreground, bg_name: str, bg, fit):
@@ -167,7 +203,6 @@ def build_shard(task: ShardTask, force: bool = False) -> ShardResult:
     last_use = {s.fg_id: i for i, s in enumerate(task.samples)}
     cache: dict[str, _Foreground | str] = {}
     spares = iter(task.spares)
-    schema_names = sorted(m.name for m in members_of(task.split))
     rows = []
     with ShardWriter(out_dir / task.name) as writer:
         for i, s in enumerate(task.samples):
@@ -182,33 +217,11 @@ def build_shard(task: ShardTask, force: bool = False) -> ShardResult:
             if isinstance(fgd, str):
                 rows.append(_row(task, s, "failed", fgd))
                 continue
-            bg_name, errors = s.background, []
-            while True:
-                try:
-                    bg_bytes, bg = _read_background(bg_dir, bg_name)
-                    break
-                except (OSError, ValueError) as exc:
-                    errors.append(f"background {bg_name}: {exc}")
-                    bg_name = next(spares, None)
-                    if bg_name is None:
-                        break
+            bg_name, bg_bytes, bg, errors = _read_background(bg_dir, s.background, spares)
             if bg_name is None:
-                rows.append(
-                    _row(task, s, "failed", "; ".join([*errors, "no spare background left"]))
-                )
+                rows.append(_row(task, s, "failed", "; ".join(errors)))
                 continue
-            fitted, fit = fit_background(bg, *fgd.alpha.shape)
-            merged = blend(fgd.fg, fitted, fgd.alpha, task.settings.rounding)
-            bg_ext = Path(bg_name).suffix.lower().lstrip(".")
-            members = {  # one entry per member of shards.schema.MEMBERS
-                member_file("merged"): encode_png(merged, task.settings.png_level),
-                member_file("alpha"): fgd.alpha_png,
-                member_file("fg", fgd.ext): fgd.data,
-                member_file("bg", bg_ext): bg_bytes,
-                member_file("trimap"): fgd.trimap_png,
-                member_file("json"): _sample_json(task, s, fgd, bg_name, bg, fit),
-            }
-            assert sorted(map(name_of, members)) == schema_names, "a schema member is not made"
+            members = _members(task, s, fgd, bg_name, bg_bytes, bg)
             writer.write(s.key, members)
             hashes = {}
             for file, data in members.items():
