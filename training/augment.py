@@ -19,11 +19,7 @@ import torch
 
 from configs import TrainConfig
 from shards.mattes import TRIMAP_UNKNOWN, trimap_from_alpha
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # RGB
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-_MEAN = torch.from_numpy(IMAGENET_MEAN)[:, None, None]
-_STD = torch.from_numpy(IMAGENET_STD)[:, None, None]
+from training.normalise import make_input
 
 
 def crop_sample(
@@ -139,9 +135,9 @@ def to_tensors(crops: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """uint8 crops -> float tensors in [0, 1] (CHW, RGB) and the 4-channel network input.
 
     Returns:
-        ``image`` (4, S, S): normalised RGB composite + trimap/255; ``alpha`` (1, S, S);
-        ``fg``, ``bg``, ``merged`` (3, S, S) in [0, 1]; ``unknown`` (1, S, S), 1 where
-        trimap == 128.
+        ``image`` (4, S, S): normalised RGB composite + trimap/255 (``make_input``);
+        ``alpha`` (1, S, S); ``fg``, ``bg``, ``merged`` (3, S, S) in [0, 1]; ``unknown``
+        (1, S, S), 1 where trimap == 128.
     """
 
     def rgb(bgr: np.ndarray) -> torch.Tensor:  # (S, S, 3) uint8 BGR -> (3, S, S) float RGB
@@ -151,7 +147,9 @@ def to_tensors(crops: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     alpha = torch.from_numpy(crops["alpha"])[None].float().div_(255)
     merged = torch.lerp(bg, fg, alpha)  # alpha * fg + (1 - alpha) * bg
     trimap = torch.from_numpy(crops["trimap"])[None]
-    image = torch.cat([(merged - _MEAN) / _STD, trimap.float().div_(255)])
+    # the same function as inference's; the stream is not told the model family, and the one
+    # family there is takes this input
+    image = make_input(merged, trimap)
     return {
         "image": image,
         "alpha": alpha,
@@ -160,10 +158,3 @@ def to_tensors(crops: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         "merged": merged,
         "unknown": (trimap == TRIMAP_UNKNOWN).float(),
     }
-
-
-def normalise_input(rgb: np.ndarray, trimap: np.ndarray) -> np.ndarray:
-    """Network input for inference: (H, W, 3) uint8 RGB and (H, W) trimap -> (4, H, W) float32."""
-    image = (rgb.astype(np.float32) / 255 - IMAGENET_MEAN) / IMAGENET_STD
-    planes = np.concatenate([image, trimap.astype(np.float32)[..., None] / 255], axis=2)
-    return np.ascontiguousarray(planes.transpose(2, 0, 1))
