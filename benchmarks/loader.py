@@ -44,8 +44,8 @@ from pipeline.build import build  # noqa: E402
 from shards.cluster import ClusterOptions  # noqa: E402
 from shards.mattes import BackgroundFit, trimap_from_alpha  # noqa: E402
 from shards.reader import resolve_shards  # noqa: E402
-from training.augment import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from training.data import MattingStream  # noqa: E402
+from training.normalise import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
 
 def log(message: str) -> None:

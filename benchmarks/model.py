@@ -36,8 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from machine import cpu_model  # noqa: E402 - sibling module
 
+from training.families import count_parameters  # noqa: E402
 from training.loss import matting_loss  # noqa: E402
-from training.model import IndexNet, count_parameters  # noqa: E402
+from training.model import IndexNet  # noqa: E402
 
 FULL_HD = (1080, 1920)
 

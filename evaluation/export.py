@@ -1,7 +1,8 @@
-"""Export a trained IndexNet to ONNX or TorchScript, checked against eager PyTorch.
+"""Export a trained network to ONNX or TorchScript, checked against eager PyTorch.
 
-Both formats take any input whose sides are multiples of the model's output stride (32 for the
-released model): the graph is exported once at an example size, then the written file is loaded
+The model's family (``training.families``) says its input channels and stride. Both formats take
+any input whose sides are multiples of that stride (the output stride, 32, for the released
+IndexNet): the graph is exported once at an example size, then the written file is loaded
 back and compared with the eager model on seeded random inputs at that size and at sizes other
 than it. The file appears only when every check passes (``shards.atomic``).
 
@@ -32,7 +33,7 @@ import torch
 from torch import nn
 
 from shards.atomic import atomic_file
-from training.model import IN_CHANNELS, IndexNet
+from training.families import ModelFamily, family_of
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4  # largest |exported - eager| accepted, on raw alpha
@@ -104,7 +105,7 @@ def check_target(fmt: str, path: str | Path) -> Path:
 
 
 def export_model(
-    model: IndexNet,
+    model: nn.Module,
     fmt: str,
     path: str | Path,
     example_size: tuple[int, int] = EXAMPLE_SIZE,
@@ -116,10 +117,11 @@ def export_model(
 
     The model is copied to the CPU in eval mode (BatchNorm running statistics, no dropout); the
     caller's model is left as it was. The written file is loaded back and run at
-    ``example_size`` and every ``check_sizes`` entry on seeded random (1, 4, H, W) inputs.
+    ``example_size`` and every ``check_sizes`` entry on seeded random (1, C, H, W) inputs.
 
     Args:
-        model: the network, float32 weights (``training.checkpoint.load_for_inference``).
+        model: a network of a model family (its ``.cfg`` names it), float32 weights
+            (``training.checkpoint.load_for_inference``).
         fmt: ``onnx`` or ``torchscript``.
         path: the file to write (its folder must exist; an existing file is replaced).
         example_size: (H, W) the graph is exported at; sides at least 2 x the output stride.
@@ -138,18 +140,19 @@ def export_model(
     """
     start = time.perf_counter()
     path = check_target(fmt, path)
-    stride = model.cfg.output_stride
+    family = family_of(model)
+    stride = family.stride(model.cfg)
     sizes = _check_sizes(example_size, check_sizes, stride)
     dtypes = {t.dtype for t in model.state_dict().values() if t.is_floating_point()}
     if dtypes != {torch.float32}:
         found = ", ".join(sorted(str(d) for d in dtypes))
         raise ValueError(f"export needs float32 weights, got {found}; call model.float() first")
     model = copy.deepcopy(model).cpu().eval()
-    example = _random_input(example_size, seed)
+    example = _random_input(family.in_channels, example_size, seed)
     with atomic_file(path, as_path=True) as tmp:  # renamed to path only if every check passes
         with _quiet_exporters():
             if fmt == "torchscript":
-                signature = _write_torchscript(model, example, stride, tmp)
+                signature = _write_torchscript(model, example, family, stride, tmp)
             else:
                 signature = _write_onnx(model, example, stride, tmp)
         try:
@@ -180,7 +183,7 @@ def export_model(
 def verify_export(
     path: str | Path,
     fmt: str,
-    model: IndexNet,
+    model: nn.Module,
     sizes: Sequence[tuple[int, int]],
     seed: int = 0,
 ) -> tuple[float | None, str, tuple[str, ...]]:
@@ -190,7 +193,7 @@ def verify_export(
         path: a file written by ``export_model`` (or its temporary file before the rename).
         fmt: ``onnx`` or ``torchscript``.
         model: the eager reference, in eval mode.
-        sizes: (H, W) to check; each gets its own (1, 4, H, W) input.
+        sizes: (H, W) to check; each gets its own (1, C, H, W) input (C: the family's).
         seed: of the inputs.
 
     Returns:
@@ -226,8 +229,9 @@ def verify_export(
         checked_with = f"onnxruntime {onnxruntime.__version__} (after onnx.checker)"
         notes = ()
     diff = 0.0
+    channels = family_of(model).in_channels
     for i, (h, w) in enumerate(sizes):
-        x = _random_input((h, w), seed + 1 + i)
+        x = _random_input(channels, (h, w), seed + 1 + i)
         with torch.no_grad():
             expected = model(x)
             try:
@@ -250,37 +254,44 @@ def verify_export(
 
 
 class _SizeCheck(nn.Module):
-    """The input check of ``IndexNet.forward``, which tracing drops, in front of the trace."""
+    """The input check of the network's forward, which tracing drops, in front of the trace."""
 
-    def __init__(self, traced: torch.jit.ScriptModule, multiple: int) -> None:
+    def __init__(
+        self, traced: torch.jit.ScriptModule, title: str, channels: int, multiple: int
+    ) -> None:
         super().__init__()
         self.model = traced
+        self.title = title
+        self.channels = channels
         self.multiple = multiple
-        self.channels = IN_CHANNELS
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.size(1) != self.channels:
             raise ValueError(
-                f"IndexNet expects (B, {self.channels}, H, W) input (RGB + trimap), got {x.shape}"
+                f"{self.title} expects (B, {self.channels}, H, W) input, got {x.shape}"
             )
         h, w = x.size(2), x.size(3)
         if h % self.multiple != 0 or w % self.multiple != 0:
             raise ValueError(
-                f"IndexNet input sides must be multiples of {self.multiple}, got {h}x{w}; "
+                f"{self.title} input sides must be multiples of {self.multiple}, got {h}x{w}; "
                 "pad (e.g. reflect) and crop back"
             )
         return self.model(x)
 
 
-def _write_torchscript(model: IndexNet, example: torch.Tensor, stride: int, tmp: Path) -> str:
+def _write_torchscript(
+    model: nn.Module, example: torch.Tensor, family: ModelFamily, stride: int, tmp: Path
+) -> str:
     # check_trace=False: it would only rerun the example size; verify_export checks other sizes
     with torch.no_grad():
         traced = torch.jit.trace(model, example, check_trace=False)
-    torch.jit.save(torch.jit.script(_SizeCheck(traced, stride).eval()), str(tmp))
-    return f"x (B, {IN_CHANNELS}, {stride}*h, {stride}*w) float32 -> (B, 1, {stride}*h, {stride}*w)"
+    checked = _SizeCheck(traced, family.title, family.in_channels, stride)
+    torch.jit.save(torch.jit.script(checked.eval()), str(tmp))
+    channels = family.in_channels
+    return f"x (B, {channels}, {stride}*h, {stride}*w) float32 -> (B, 1, {stride}*h, {stride}*w)"
 
 
-def _write_onnx(model: IndexNet, example: torch.Tensor, stride: int, tmp: Path) -> str:
+def _write_onnx(model: nn.Module, example: torch.Tensor, stride: int, tmp: Path) -> str:
     # ReLU6(inplace=True) makes torch.export functionalise 71 in-place hardtanh_ calls, each
     # re-derived through symbolic shapes: out of place, the same function exports ~2x faster.
     for module in model.modules():
@@ -351,17 +362,18 @@ def _check_sizes(
     return tuple((int(h), int(w)) for h, w in sizes)
 
 
-def _random_input(size: tuple[int, int], seed: int) -> torch.Tensor:
-    """(1, 4, H, W) float32 ~ N(0, 1), reproducible from ``seed``."""
+def _random_input(channels: int, size: tuple[int, int], seed: int) -> torch.Tensor:
+    """(1, C, H, W) float32 ~ N(0, 1), reproducible from ``seed``."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(1, IN_CHANNELS, *size, generator=g)
+    return torch.randn(1, channels, *size, generator=g)
 
 
 @contextlib.contextmanager
 def _quiet_exporters() -> Iterator[None]:
     """Silence the exporters' chatter that does not concern this model.
 
-    TracerWarnings: the trace of ``IndexNet._check_input`` is a constant, which is expected
+    TracerWarnings: the trace of a network's input check (``IndexNet._check_input``) is a
+    constant, which is expected
     (``_SizeCheck`` restores the check, ``verify_export`` proves the sizes dynamic);
     torch.jit's deprecation notices; the ONNX registry's "torchvision is not installed".
     """

@@ -309,7 +309,7 @@ def predict_file(
     """Predict one image's alpha and write it as an 8-bit grey PNG.
 
     Args:
-        model: an IndexNet in eval mode (moved to ``device``), or a checkpoint file (ours or
+        model: a network in eval mode (moved to ``device``), or a checkpoint file (ours or
             the official release's), loaded once the inputs have been read and checked.
         image: the photo (PNG, JPEG, BMP, TIFF, WebP); EXIF orientation applied.
         trimap: its single-channel trimap at the same size (``read_trimap``).
@@ -375,7 +375,7 @@ def predict_folder(
     anything written.
 
     Args:
-        model: an IndexNet in eval mode (moved to ``device``), or a checkpoint file loaded
+        model: a network in eval mode (moved to ``device``), or a checkpoint file loaded
             once every pair has been checked.
         images: a folder of photos; other files are ignored.
         trimaps: their trimaps, named as the images (any image extension).

@@ -48,6 +48,7 @@ from shards.mattes import TRIMAP_UNKNOWN
 from shards.metrics import METRICS, all_metrics
 from shards.reader import resolve_shards, scored_samples
 from training.checkpoint import load_for_inference
+from training.families import describe
 from training.inference import predict_alpha
 
 PREDICTIONS = "predictions"
@@ -159,7 +160,7 @@ def evaluate(options: EvalOptions, progress: EvalProgress | None = None) -> Eval
 
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         log(f"indexnet evaluate run, {now}")
-        log(f"checkpoint {options.checkpoint} ({model.describe()})")
+        log(f"checkpoint {options.checkpoint} ({describe(model)})")
         log(f"shards {options.shards}: {len(shards.urls)} shard(s), {total} sample(s)")
         log(
             f"device {options.device}, metric workers {options.workers}, tiles above "
@@ -192,7 +193,7 @@ def evaluate(options: EvalOptions, progress: EvalProgress | None = None) -> Eval
     )
     meta = {
         "checkpoint": str(options.checkpoint),
-        "model": model.describe(),
+        "model": describe(model),
         "shards": options.shards,
         "device": options.device,
         "max_pixels": options.max_pixels,

@@ -8,14 +8,12 @@ import torch
 from configs import load_config
 from shards.mattes import trimap_from_alpha
 from training.augment import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     _window_trimap,
     crop_sample,
-    normalise_input,
     sample_band_pixel,
     to_tensors,
 )
+from training.normalise import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _cfg(**train):
@@ -99,14 +97,6 @@ def test_tensors_composite_and_normalisation():
     assert torch.allclose(rgb, t["merged"], atol=1e-6)
     assert torch.equal(t["unknown"][0], torch.from_numpy(crops["trimap"] == 128).float())
     assert torch.allclose(t["image"][3], torch.from_numpy(crops["trimap"] / 255).float())
-
-
-def test_normalise_input_matches_training():
-    rgb = np.full((4, 6, 3), 255, np.uint8)
-    planes = normalise_input(rgb, np.full((4, 6), 128, np.uint8))
-    assert planes.shape == (4, 4, 6)
-    assert np.allclose(planes[:3, 0, 0], (1 - IMAGENET_MEAN) / IMAGENET_STD)
-    assert np.allclose(planes[3], 128 / 255)
 
 
 def test_crop_sides_that_do_not_fit_are_not_chosen():

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from configs import ConfigError, ModelConfig, load_config
+from training.families import build_model, count_parameters
 from training.loss import matting_loss
-from training.model import IndexNet, build_model, count_parameters
+from training.model import IndexNet
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,9 @@ from configs import load_config
 from indexnet_cli import app
 from tests.conftest import serve_directory
 from training.checkpoint import load_checkpoint, load_model
-from training.trainer import RunOptions, TrainingError, train
+from training.families import parameter_groups
+from training.model import IndexNet
+from training.trainer import RunOptions, TrainingError, _learning_rates, _optimizer, train
 
 # a tiny network input so that a CPU step takes milliseconds; everything else is the recipe
 TINY = [
@@ -47,6 +49,24 @@ def _records(run: Path) -> list[dict]:
 
 def _steps(run: Path) -> list[int]:
     return [r["step"] for r in _records(run) if "loss" in r]
+
+
+def test_optimizer_groups_are_the_reference_recipe():
+    """The registry's groups give Adam exactly the groups it had before families existed."""
+    cfg = load_config(overrides=["train.learning_rate=0.0123", "train.backbone_lr_mult=7"])
+    t, model = cfg.train, IndexNet()
+    optimizer = _optimizer(model, cfg)
+    encoder, decoder = optimizer.param_groups
+    assert (encoder["name"], decoder["name"]) == ("encoder", "decoder")
+    assert encoder["lr"] == t.learning_rate / t.backbone_lr_mult  # exactly: divided, as before
+    assert decoder["lr"] == t.learning_rate
+    assert [id(p) for p in encoder["params"]] == [id(p) for p in model.encoder_parameters()]
+    assert [id(p) for p in decoder["params"]] == [id(p) for p in model.decoder_parameters()]
+    for group in (encoder, decoder):
+        assert group["betas"] == tuple(t.adam_betas) and group["eps"] == t.adam_eps
+        assert group["weight_decay"] == t.weight_decay
+    rates = _learning_rates(optimizer, parameter_groups(model))
+    assert list(rates.items()) == [("lr", decoder["lr"]), ("lr_encoder", encoder["lr"])]
 
 
 def test_single_process_run_checkpoints_validates_and_resumes(shard_set, tmp_path):

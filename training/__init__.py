@@ -2,16 +2,19 @@
 
 Public API of the model and its weights:
 
+- ``training.families``: the model-family registry, ``FAMILIES`` of ``ModelFamily`` entries
+  keyed by ``model.family`` (``get_family``); ``build_model(model_cfg, backbone=None)`` builds
+  the family's network and optionally loads a pretrained backbone (IndexNet: ImageNet
+  MobileNetV2, torchvision or official layouts, ``load_backbone``); ``import_official`` loads a
+  family's released weights (the released ``indexnet_matting.pth.tar``). Each reports a
+  ``LoadReport`` or raises ``ValueError`` naming the file.
 - ``IndexNet`` (``training.model``): the network; ``IndexNet()`` is the released variant
   (5,953,515 parameters, the official ``state_dict`` names), other variants from a
-  ``ModelConfig`` (``configs``); ``build_model(model_cfg, backbone=None)`` builds one and
-  optionally loads ImageNet MobileNetV2 weights into its encoder.
+  ``ModelConfig`` (``configs``).
 - ``matting_loss`` (``training.loss``): ``MattingLoss(total, alpha, comp)`` over the unknown
   region, as the official release computes it.
 - ``training.checkpoint``: ``save_checkpoint``, ``load_checkpoint``, ``load_model`` (our format,
-  ``weights_only=True``), ``import_official`` (the released ``indexnet_matting.pth.tar``),
-  ``load_backbone`` (torchvision or official MobileNetV2 layouts), each reporting a ``LoadReport``
-  or raising ``ValueError`` naming the file.
+  ``weights_only=True``, any registered family), ``load_for_inference``.
 """
 
 import importlib
@@ -21,14 +24,19 @@ from typing import Any
 # does not pull in torch: the root ``indexnet`` command then starts fast.
 _EXPORTS = {
     "IndexNet": "training.model",
-    "build_model": "training.model",
-    "count_parameters": "training.model",
+    "FAMILIES": "training.families",
+    "ModelFamily": "training.families",
+    "ParamGroup": "training.families",
+    "build_model": "training.families",
+    "count_parameters": "training.families",
+    "get_family": "training.families",
+    "import_official": "training.families",
+    "load_backbone": "training.families",
     "MattingLoss": "training.loss",
     "matting_loss": "training.loss",
-    "LoadReport": "training.checkpoint",
-    "import_official": "training.checkpoint",
-    "load_backbone": "training.checkpoint",
+    "LoadReport": "training.weights",
     "load_checkpoint": "training.checkpoint",
+    "load_for_inference": "training.checkpoint",
     "load_model": "training.checkpoint",
     "save_checkpoint": "training.checkpoint",
     "ModelConfig": "configs",

@@ -13,17 +13,15 @@ that the composition loss is exactly zero when the predicted alpha is the true o
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 import torch
 
 from configs import TrainConfig
 from shards.mattes import TRIMAP_UNKNOWN, trimap_from_alpha
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # RGB
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-_MEAN = torch.from_numpy(IMAGENET_MEAN)[:, None, None]
-_STD = torch.from_numpy(IMAGENET_STD)[:, None, None]
+from training.normalise import make_input as imagenet_input
 
 
 def crop_sample(
@@ -135,13 +133,21 @@ def _window_trimap(alpha: np.ndarray, y0: int, x0: int, side: int, radius: int) 
     return trimap[y0 - top : y0 - top + side, x0 - left : x0 - left + side]
 
 
-def to_tensors(crops: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """uint8 crops -> float tensors in [0, 1] (CHW, RGB) and the 4-channel network input.
+def to_tensors(
+    crops: dict[str, np.ndarray],
+    make_input: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """uint8 crops -> float tensors in [0, 1] (CHW, RGB) and the network input.
+
+    Args:
+        crops: ``crop_sample``'s output.
+        make_input: the model family's input function (``ModelFamily.make_input``); None:
+            the ImageNet-normalised RGB + trimap/255 of ``training.normalise``.
 
     Returns:
-        ``image`` (4, S, S): normalised RGB composite + trimap/255; ``alpha`` (1, S, S);
-        ``fg``, ``bg``, ``merged`` (3, S, S) in [0, 1]; ``unknown`` (1, S, S), 1 where
-        trimap == 128.
+        ``image``: the network input, ``make_input(merged, trimap)``, e.g. (4, S, S);
+        ``alpha`` (1, S, S); ``fg``, ``bg``, ``merged`` (3, S, S) in [0, 1]; ``unknown``
+        (1, S, S), 1 where trimap == 128.
     """
 
     def rgb(arr: np.ndarray) -> torch.Tensor:  # (S, S, 3) uint8 RGB -> (3, S, S) float
@@ -151,7 +157,7 @@ def to_tensors(crops: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     alpha = torch.from_numpy(crops["alpha"])[None].float().div_(255)
     merged = torch.lerp(bg, fg, alpha)  # alpha * fg + (1 - alpha) * bg
     trimap = torch.from_numpy(crops["trimap"])[None]
-    image = torch.cat([(merged - _MEAN) / _STD, trimap.float().div_(255)])
+    image = (make_input or imagenet_input)(merged, trimap)  # the same function as inference's
     return {
         "image": image,
         "alpha": alpha,
@@ -160,10 +166,3 @@ def to_tensors(crops: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         "merged": merged,
         "unknown": (trimap == TRIMAP_UNKNOWN).float(),
     }
-
-
-def normalise_input(rgb: np.ndarray, trimap: np.ndarray) -> np.ndarray:
-    """Network input for inference: (H, W, 3) uint8 RGB and (H, W) trimap -> (4, H, W) float32."""
-    image = (rgb.astype(np.float32) / 255 - IMAGENET_MEAN) / IMAGENET_STD
-    planes = np.concatenate([image, trimap.astype(np.float32)[..., None] / 255], axis=2)
-    return np.ascontiguousarray(planes.transpose(2, 0, 1))

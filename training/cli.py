@@ -39,8 +39,8 @@ def import_official_command(
     is listed and nothing is written. The model section of the config (--config/--set) names the
     variant; the default is the released one.
     """
-    from training.checkpoint import import_official, save_checkpoint
-    from training.model import count_parameters
+    from training.checkpoint import save_checkpoint
+    from training.families import count_parameters, describe, import_official
 
     try:
         cfg = load_config(config, overrides)
@@ -52,7 +52,7 @@ def import_official_command(
         raise fail(exc) from None
     typer.echo(report.summary())
     typer.echo(
-        f"Wrote {out} ({model.describe()}, {count_parameters(model):,} parameters); load it "
+        f"Wrote {out} ({describe(model)}, {count_parameters(model):,} parameters); load it "
         "with training.checkpoint.load_model."
     )
 
@@ -75,27 +75,30 @@ def summary(
     The variant comes from the config's model section, or from --checkpoint. With --backbone
     the encoder is loaded from that file and the report says what went where.
     """
-    from training.checkpoint import load_backbone, load_checkpoint, model_config_from
-    from training.model import IndexNet, count_parameters
+    from training.checkpoint import load_checkpoint, model_config_from
+    from training.families import count_parameters, get_family, load_backbone, parameter_groups
 
     try:
         if checkpoint is not None:
             ckpt = load_checkpoint(checkpoint)
-            model = IndexNet(model_config_from(ckpt["model_config"], str(checkpoint)))
+            cfg = model_config_from(ckpt["model_config"], str(checkpoint))
         else:
-            model = IndexNet(load_config(config, overrides).model)
+            cfg = load_config(config, overrides).model
+        family = get_family(cfg.family)
+        model = family.build(cfg)
         report = load_backbone(model, backbone) if backbone is not None else None
+        groups = parameter_groups(model)
     except (ConfigError, ValueError) as exc:
         raise fail(exc) from None
-    encoder = sum(p.numel() for p in model.encoder_parameters())
-    typer.echo(f"variant:     {model.describe()}")
+    typer.echo(f"variant:     {family.describe(model)}")
     typer.echo(f"parameters:  {count_parameters(model):,}")
-    typer.echo(f"  encoder:   {encoder:,} (layer0 .. layer7)")
-    typer.echo(
-        f"  decoder:   {count_parameters(model) - encoder:,} (index blocks, ASPP, decoder, head)"
-    )
+    for part in groups:  # IndexNet: encoder, decoder
+        size = sum(p.numel() for p in part.params)
+        typer.echo(f"  {part.name + ':':<11}{size:,}" + (f" ({part.what})" if part.what else ""))
     typer.echo(f"state_dict:  {len(model.state_dict())} entries")
-    typer.echo(f"input:       (B, 4, H, W), H and W multiples of {model.cfg.output_stride}")
+    typer.echo(
+        f"input:       (B, {family.in_channels}, H, W), H and W multiples of {family.stride(cfg)}"
+    )
     if report is not None:
         typer.echo(report.summary())
 

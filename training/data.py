@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -82,6 +82,7 @@ class MattingStream(IterableDataset):
         shuffle_buffer: int = 64,
         corrupt: str = "stop",
         skipped=None,
+        make_input: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if corrupt not in CORRUPT_POLICIES:
             raise ValueError(f"corrupt policy must be one of {CORRUPT_POLICIES}, got {corrupt!r}")
@@ -90,6 +91,8 @@ class MattingStream(IterableDataset):
         self.epoch, self.start_step = epoch, start_step
         self.shuffle_buffer, self.corrupt = shuffle_buffer, corrupt
         self.skipped = skipped  # optional multiprocessing.Value counting skipped shards/samples
+        # the model family's network input (ModelFamily.make_input); None: to_tensors' default
+        self.make_input = make_input
 
     def _count_skip(self, message: str) -> None:
         if self.skipped is not None:
@@ -145,7 +148,7 @@ class MattingStream(IterableDataset):
                 self._count_skip(f"sample {raw.url} key {raw.key}: {exc}")
                 return None
             raise ShardError(f"corrupt sample {raw.url} key {raw.key}: {exc}") from exc
-        return to_tensors(crop_sample(fg, bg, alpha, self.cfg, rng))
+        return to_tensors(crop_sample(fg, bg, alpha, self.cfg, rng), self.make_input)
 
 
 def make_loader(stream: MattingStream, batch_size: int, workers: int) -> DataLoader:

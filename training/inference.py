@@ -1,7 +1,8 @@
-"""Full-resolution alpha prediction with a trained IndexNet (validation, evaluation, predict).
+"""Full-resolution alpha prediction with a trained network (validation, evaluation, predict).
 
-The network needs sides that are multiples of 32: the input is reflect-padded up to the next
-multiple and the output cropped back (the official code resizes instead; padding keeps every
+The model's family (``training.families``) makes its input from the image and trimap and says
+what its sides must be multiples of (32 for IndexNet): the input is reflect-padded up to the
+next multiple and the output cropped back (the official code resizes instead; padding keeps every
 pixel at its own resolution). The prediction is clipped to [0, 1], forced to 0 where the trimap
 is 0 and to 1 where it is 255, and rounded to 8 bits: REFERENCE.md section 4.
 
@@ -22,9 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from shards.mattes import TRIMAP_BACKGROUND, TRIMAP_FOREGROUND, TRIMAP_UNKNOWN, to_uint8
-from training.augment import normalise_input
-
-MULTIPLE = 32
+from training.families import ModelFamily, family_of
 
 
 def enable_huge_pages() -> None:
@@ -38,14 +37,23 @@ def enable_huge_pages() -> None:
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
-def _forward_padded(model: torch.nn.Module, planes: torch.Tensor) -> torch.Tensor:
-    """(1, 4, H, W) -> (H, W) raw prediction, reflect-padding to a multiple of 32."""
+def _forward_padded(model: torch.nn.Module, planes: torch.Tensor, multiple: int) -> torch.Tensor:
+    """(1, C, H, W) -> (H, W) raw prediction, reflect-padding to a multiple of ``multiple``."""
     height, width = planes.shape[-2:]
-    pad_h, pad_w = -height % MULTIPLE, -width % MULTIPLE
+    pad_h, pad_w = -height % multiple, -width % multiple
     if pad_h or pad_w:
         mode = "reflect" if pad_h < height and pad_w < width else "replicate"
         planes = F.pad(planes, (0, pad_w, 0, pad_h), mode=mode)
     return model(planes)[0, 0, :height, :width].float()
+
+
+def _input(family: ModelFamily, rgb: np.ndarray, trimap: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB and (H, W) trimap -> the family's (1, C, H, W) input, on the CPU."""
+    # float copies made by numpy: any strides and read-only arrays (PIL's) are fine, and the
+    # input is C-contiguous, as the network has always been fed
+    rgb01 = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))
+    marks = torch.from_numpy(np.ascontiguousarray(trimap, dtype=np.float32))
+    return family.make_input(rgb01.div_(255), marks)[None]
 
 
 def _ramp(length: int, overlap: int, first: bool, last: bool) -> np.ndarray:
@@ -78,12 +86,13 @@ def predict_alpha(
     """Predict an 8-bit alpha matte for one image.
 
     Args:
-        model: an IndexNet in eval mode.
+        model: a network of a model family, in eval mode; its family (``family_of``: its
+            ``.cfg.family``, else the default family) makes the input and sets the padding.
         rgb: (H, W, 3) uint8 RGB image.
         trimap: (H, W) uint8 trimap with values 0/128/255.
         device: where to run the network.
         max_pixels: images with more pixels are predicted in ``tile`` x ``tile`` tiles.
-        tile: tile side (a multiple of 32) for large images.
+        tile: tile side (a multiple of the family's ``pad_multiple``, 32) for large images.
         overlap: pixels shared by neighbouring tiles, blended linearly.
 
     Returns:
@@ -91,15 +100,17 @@ def predict_alpha(
     """
     if rgb.shape[:2] != trimap.shape:
         raise ValueError(f"image {rgb.shape[:2]} and trimap {trimap.shape} differ in size")
-    if max_pixels < 1 or tile % MULTIPLE or not 0 <= 2 * overlap < tile:
+    family = family_of(model)
+    multiple = family.pad_multiple
+    if max_pixels < 1 or tile % multiple or not 0 <= 2 * overlap < tile:
         raise ValueError(
-            f"max_pixels must be >= 1 (got {max_pixels}), tile a multiple of {MULTIPLE} (got "
+            f"max_pixels must be >= 1 (got {max_pixels}), tile a multiple of {multiple} (got "
             f"{tile}) and overlap in [0, tile / 2) (got {overlap})"
         )
     height, width = trimap.shape
-    planes = torch.from_numpy(normalise_input(rgb, trimap))[None].to(device)
+    planes = _input(family, rgb, trimap).to(device)
     if height * width <= max_pixels:
-        raw = _forward_padded(model, planes).cpu().numpy()
+        raw = _forward_padded(model, planes, multiple).cpu().numpy()
     else:
         raw = np.zeros((height, width), np.float32)
         weight = np.zeros((height, width), np.float32)
@@ -109,7 +120,8 @@ def predict_alpha(
                 h, w = min(tile, height - y), min(tile, width - x)
                 if not (trimap[y : y + h, x : x + w] == TRIMAP_UNKNOWN).any():
                     continue  # every pixel of the tile is known: forced to 0 or 1 below
-                part = _forward_padded(model, planes[..., y : y + h, x : x + w]).cpu().numpy()
+                tile_planes = planes[..., y : y + h, x : x + w]
+                part = _forward_padded(model, tile_planes, multiple).cpu().numpy()
                 ramp = np.outer(
                     _ramp(h, overlap, i == 0, i == len(ys) - 1),
                     _ramp(w, overlap, j == 0, j == len(xs) - 1),

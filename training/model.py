@@ -24,7 +24,8 @@ The network, top to bottom (REFERENCE.md section 2; the released variant, output
 Pooling is ``x = idx_en * x; x = 4 * avg_pool2d(x, 2)``; the skip kept for the decoder is
 ``idx_en * x`` at full resolution. ``state_dict()`` names and shapes are the official ones, so the
 released ``indexnet_matting.pth.tar`` loads after dropping its ``module.`` prefix
-(``training.checkpoint.import_official``).
+(``training.families.import_official``). Its registry entry, which the rest of the code uses
+instead of this class, is ``training.families.INDEXNET``.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ class IndexNet(nn.Module):
         self.pred = prediction_head(channels, cfg.decoder_kernel_size, cfg.decoder_conv)
 
         self._encoder_bn_frozen = False
-        self.backbone_report = None  # set by build_model(backbone=...): what was loaded
+        self.backbone_report = None  # set by families.build_model(backbone=...): what was loaded
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -231,31 +232,3 @@ class IndexNet(nn.Module):
                 cfg.decoder_conv,
             ]
         )
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters (BatchNorm running statistics excluded)."""
-    return sum(p.numel() for p in model.parameters())
-
-
-def build_model(model_cfg: ModelConfig | None = None, backbone: str | None = None) -> IndexNet:
-    """A fresh IndexNet, its encoder optionally initialised from ImageNet MobileNetV2 weights.
-
-    Args:
-        model_cfg: the variant (``None``: the released one).
-        backbone: path to ImageNet MobileNetV2 weights in torchvision's or the official
-            release's layout (``training.checkpoint.load_backbone``); its ``LoadReport`` is
-            kept on ``model.backbone_report``.
-
-    Returns:
-        The model, in training mode.
-
-    Raises:
-        ValueError: the backbone file cannot be read or has tensors that cannot be placed.
-    """
-    model = IndexNet(model_cfg)
-    if backbone is not None:
-        from training.checkpoint import load_backbone  # checkpoint imports this module
-
-        model.backbone_report = load_backbone(model, backbone)
-    return model

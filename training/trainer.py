@@ -1,7 +1,8 @@
 """The DDP trainer: one process, or one per device under ``torchrun`` (NCCL on GPU, gloo on CPU).
 
 ``train(cfg, options)`` streams the shards (``training.data``), trains with the reference recipe
-(Adam with the encoder at ``learning_rate / backbone_lr_mult``, MultiStepLR over epochs), and
+(Adam with the pretrained backbone at ``learning_rate / backbone_lr_mult``, MultiStepLR over
+epochs), building the model through its family's registry entry (``training.families``), and
 writes to ``RUN_DIR``:
 
 - ``checkpoints/last.pt`` every epoch and every ``checkpoint_every`` steps (atomic: a temp file,
@@ -25,6 +26,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +40,8 @@ from shards.atomic import atomic_write_bytes
 from shards.reader import resolve_shards
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.data import MattingStream, check_shard_count, make_loader, steps_per_epoch
+from training.families import ParamGroup, build_model, get_family, parameter_groups
 from training.loss import matting_loss
-from training.model import IndexNet, build_model
 from training.validate import validate
 
 LAST, BEST = "last.pt", "best.pt"
@@ -123,20 +125,38 @@ def _device(name: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def _optimizer(model: IndexNet, cfg: Config) -> torch.optim.Adam:
-    """Adam over two groups: the encoder at lr / backbone_lr_mult, the rest at lr."""
+def _optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Adam:
+    """Adam over the family's parameter groups: a backbone at lr / backbone_lr_mult, others at
+    lr, each times its ``lr_scale``.
+
+    For IndexNet: ``encoder`` (layer0 .. layer7) then ``decoder``, as the reference recipe has it.
+    """
     t = cfg.train
     groups = [
         {
-            "name": "encoder",
-            "lr": t.learning_rate / t.backbone_lr_mult,
-            "params": list(model.encoder_parameters()),
-        },
-        {"name": "decoder", "lr": t.learning_rate, "params": list(model.decoder_parameters())},
+            "name": group.name,
+            # lr / mult, not lr * (1 / mult): exactly the float the recipe has always used
+            "lr": (t.learning_rate / t.backbone_lr_mult if group.backbone else t.learning_rate)
+            * group.lr_scale,
+            "params": list(group.params),
+        }
+        for group in parameter_groups(model)
     ]
     return torch.optim.Adam(
         groups, betas=tuple(t.adam_betas), eps=t.adam_eps, weight_decay=t.weight_decay
     )
+
+
+def _learning_rates(
+    optimizer: torch.optim.Optimizer, groups: Sequence[ParamGroup]
+) -> dict[str, float]:
+    """What ``train.jsonl`` logs: ``lr``, the full rate, and ``lr_<name>`` per backbone group.
+
+    For IndexNet: ``lr`` (the decoder's) and ``lr_encoder``.
+    """
+    pairs = list(zip(optimizer.param_groups, groups, strict=True))
+    full = next((rates for rates, group in pairs if not group.backbone), pairs[0][0])
+    return {"lr": full["lr"]} | {f"lr_{g.name}": rates["lr"] for rates, g in pairs if g.backbone}
 
 
 def _all_true(flag: bool, device: torch.device, world: int) -> bool:
@@ -209,7 +229,7 @@ class _Run:
         torch.manual_seed(t.seed)  # the same initial weights on every rank
         model = build_model(cfg.model, options.backbone)
         self.backbone_report = model.backbone_report
-        model.freeze_encoder_bn(t.freeze_encoder_bn)
+        get_family(cfg.model.family).freeze_norm(model, t.freeze_encoder_bn)
         if t.sync_bn and self.world > 1:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = model.to(self.device)
@@ -217,6 +237,7 @@ class _Run:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.optimizer = _optimizer(model, cfg)
+        self.groups = parameter_groups(model)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, list(t.milestones), t.lr_decay
         )
@@ -353,6 +374,7 @@ class _Run:
             t.shuffle_buffer,
             t.corrupt,
             self.skipped,
+            get_family(self.cfg.model.family).make_input,
         )
         loader = iter(make_loader(stream, t.batch_size, self.options.loader_workers))
         self.net.train()
@@ -370,8 +392,7 @@ class _Run:
                     "step": self.step,
                     "epoch": epoch,
                     **losses,
-                    "lr": self.optimizer.param_groups[1]["lr"],
-                    "lr_encoder": self.optimizer.param_groups[0]["lr"],
+                    **_learning_rates(self.optimizer, self.groups),
                     "ms_per_step": round((done - tick) * 1000, 2),
                     "data_wait_ms": round((got - tick) * 1000, 2),
                     "samples_per_s": round(t.batch_size * self.world / max(done - tick, 1e-9), 2),
@@ -424,7 +445,7 @@ class _Run:
 
 
 def train(cfg: Config, options: RunOptions, progress: TrainProgress | None = None) -> TrainSummary:
-    """Train IndexNet on the shards; see the module docstring for what is written.
+    """Train ``cfg.model`` (of any model family) on the shards; the module docstring says what.
 
     Args:
         cfg: the resolved config (``train``, ``loss``, ``model`` sections are used).

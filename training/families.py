@@ -1,0 +1,209 @@
+"""The model-family registry: everything the rest of the code needs to know about a network.
+
+A family is one ``ModelFamily`` entry in ``FAMILIES``, keyed by ``model.family`` (a
+``ModelConfig`` field, recorded in every checkpoint). The trainer, checkpoints, inference,
+export and the CLI ask the registry, never a network class: adding a family is adding an entry.
+
+The networks a family builds keep their ``ModelConfig`` as ``.cfg`` (as transformers' models
+keep ``.config``): checkpoints record it, and ``family_of(model)`` reads the family from it.
+
+The front doors here read files with ``training.weights.read_weights`` and pass the contents
+to the family's importers: ``build_model`` (optionally with an ImageNet backbone),
+``import_official`` (a family's released weights) and ``load_backbone``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from configs import ModelConfig
+from training.indexnet_weights import load_mobilenet_v2, official_model
+from training.model import IN_CHANNELS, IndexNet
+from training.normalise import make_input
+from training.weights import LoadReport, read_weights
+
+# The family of what names none: version-1 checkpoints (written before families existed, all
+# of them IndexNet) and modules without a ``.cfg`` (wrappers, TorchScript files); also
+# ``ModelConfig``'s default.
+DEFAULT_FAMILY = "indexnet"
+
+
+@dataclass(frozen=True)
+class ParamGroup:
+    """One optimizer parameter group of a network."""
+
+    name: str  # the group's name in the optimizer (and in ``train.jsonl`` as ``lr_<name>``)
+    params: tuple[nn.Parameter, ...]
+    backbone: bool = False  # pretrained: trained at learning_rate / train.backbone_lr_mult
+    what: str = ""  # the modules it holds, for `indexnet model summary`
+    lr_scale: float = 1.0  # a further multiplier of the group's lr (e.g. layer-wise decay)
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """How to build, train, feed, export and import the weights of one kind of network."""
+
+    name: str  # the key in FAMILIES, the value of model.family
+    title: str  # how messages name the network, e.g. "IndexNet"
+    build: Callable[[ModelConfig], nn.Module]  # a fresh network in training mode, cfg kept as .cfg
+    param_groups: Callable[[nn.Module], Sequence[ParamGroup]]  # every parameter exactly once
+    freeze_norm: Callable[[nn.Module, bool], nn.Module]  # keep (or stop keeping) norms in eval
+    stride: Callable[[ModelConfig], int]  # input sides must be multiples of this
+    pad_multiple: int  # inference pads to it: a multiple of every stride, so one tile size fits
+    in_channels: int  # of the input make_input makes
+    make_input: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (3,H,W) RGB01, trimap
+    describe: Callable[[nn.Module], str]  # the variant in one line
+    official_file: str = ""  # the family's released weight file, for messages
+    # (contents of the official file, source, cfg) -> (model, report); None: no release
+    import_official: Callable[[Any, str, ModelConfig], tuple[nn.Module, LoadReport]] | None = None
+    # (model, contents of a backbone file, source) -> report; None: no pretrained backbone
+    load_backbone: Callable[[nn.Module, Any, str], LoadReport] | None = None
+
+
+def _indexnet_groups(model: IndexNet) -> tuple[ParamGroup, ...]:
+    return (
+        ParamGroup("encoder", tuple(model.encoder_parameters()), True, "layer0 .. layer7"),
+        ParamGroup(
+            "decoder", tuple(model.decoder_parameters()), False, "index blocks, ASPP, decoder, head"
+        ),
+    )
+
+
+INDEXNET = ModelFamily(
+    name="indexnet",
+    title="IndexNet",
+    build=IndexNet,
+    param_groups=_indexnet_groups,
+    freeze_norm=IndexNet.freeze_encoder_bn,  # the encoder's BatchNorm statistics
+    stride=lambda cfg: cfg.output_stride,
+    pad_multiple=32,  # output stride 32 or 16
+    in_channels=IN_CHANNELS,
+    make_input=make_input,
+    describe=IndexNet.describe,
+    official_file="indexnet_matting.pth.tar",
+    import_official=official_model,
+    load_backbone=load_mobilenet_v2,
+)
+
+FAMILIES: dict[str, ModelFamily] = {INDEXNET.name: INDEXNET}
+
+
+def get_family(name: str) -> ModelFamily:
+    """The registry entry of ``name``.
+
+    Raises:
+        ValueError: not a known family; the message names it and the known ones.
+    """
+    family = FAMILIES.get(name)
+    if family is None:
+        raise ValueError(
+            f"model.family {name!r} is not a model family; known: {', '.join(sorted(FAMILIES))}"
+        )
+    return family
+
+
+def family_of(model: nn.Module) -> ModelFamily:
+    """The family of a network built by one (from its ``.cfg``); else ``DEFAULT_FAMILY``'s."""
+    cfg = getattr(model, "cfg", None)
+    return get_family(cfg.family if isinstance(cfg, ModelConfig) else DEFAULT_FAMILY)
+
+
+def describe(model: nn.Module) -> str:
+    """The variant of a network in one line, e.g. ``m2o nonlinear context aspp os32 k5 ...``."""
+    return family_of(model).describe(model)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (BatchNorm running statistics excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def parameter_groups(model: nn.Module) -> tuple[ParamGroup, ...]:
+    """The family's parameter groups of ``model``, checked to hold each parameter once.
+
+    Raises:
+        ValueError: a parameter in no group (it would never train) or in two.
+    """
+    family = family_of(model)
+    groups = tuple(family.param_groups(model))
+    seen = [id(p) for group in groups for p in group.params]
+    every = {id(p) for p in model.parameters()}
+    if len(seen) != len(set(seen)) or set(seen) != every:
+        raise ValueError(
+            f"model family {family.name!r}: its parameter groups "
+            f"({', '.join(g.name for g in groups)}) must hold every parameter exactly once; "
+            f"they hold {len(seen)} ({len(set(seen))} distinct) of {len(every)}"
+        )
+    return groups
+
+
+def build_model(
+    model_cfg: ModelConfig | None = None, backbone: str | Path | None = None
+) -> nn.Module:
+    """A fresh network of ``model_cfg.family``, optionally with a pretrained backbone.
+
+    Args:
+        model_cfg: the family and variant (``None``: ``ModelConfig()``, the released IndexNet).
+        backbone: a pretrained backbone file for ``load_backbone``; its ``LoadReport`` is kept
+            on ``model.backbone_report`` (``None`` without one).
+
+    Returns:
+        The model (``nn.Module``), in training mode.
+
+    Raises:
+        ValueError: an unknown family, or a backbone file that cannot be read or placed.
+    """
+    cfg = model_cfg or ModelConfig()
+    model = get_family(cfg.family).build(cfg)
+    model.backbone_report = None if backbone is None else load_backbone(model, backbone)
+    return model
+
+
+def import_official(
+    path: str | Path, model_cfg: ModelConfig | None = None
+) -> tuple[nn.Module, LoadReport]:
+    """Load a family's released weights (IndexNet's ``indexnet_matting.pth.tar``) into a model.
+
+    Args:
+        path: the released file (read with ``weights_only=True``, numpy arrays allowed).
+        model_cfg: the family and variant it was trained as (``None``: the released IndexNet).
+
+    Returns:
+        The model with the weights loaded (in training mode), and what was loaded.
+
+    Raises:
+        ValueError: an unknown family or one without a release, an unreadable file, or tensors
+            missing, unexpected or of the wrong shape (all of them listed).
+    """
+    cfg = model_cfg or ModelConfig()
+    family = get_family(cfg.family)
+    if family.import_official is None:
+        raise ValueError(f"model family {family.name!r} has no official release to import")
+    raw = read_weights(path, "checkpoint", allow_numpy=True)
+    return family.import_official(raw, str(path), cfg)
+
+
+def load_backbone(model: nn.Module, path: str | Path) -> LoadReport:
+    """Initialise the backbone of ``model`` from pretrained (ImageNet) weights in ``path``.
+
+    For IndexNet: MobileNetV2 in torchvision's, the official release's or our encoder's layout
+    (``training.indexnet_weights.load_mobilenet_v2``).
+
+    Returns:
+        What was loaded, ignored and adapted.
+
+    Raises:
+        ValueError: a family without a backbone, an unreadable file, or tensors it cannot place
+            (all listed); the model is then left unchanged.
+    """
+    family = family_of(model)
+    if family.load_backbone is None:
+        raise ValueError(f"model family {family.name!r} has no pretrained backbone to load")
+    raw = read_weights(path, "backbone", allow_numpy=True)
+    return family.load_backbone(model, raw, str(path))

@@ -1,0 +1,32 @@
+"""The network input of a matting model with an ImageNet backbone: normalised RGB + trimap.
+
+One function, ``make_input``, makes it for training (``training.augment.to_tensors``) and for
+inference (``training.inference.predict_alpha``), so that the two cannot drift apart. A model
+family names its input function in its registry entry (``training.families``); this is
+IndexNet's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # RGB
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+_MEAN = torch.from_numpy(IMAGENET_MEAN)[:, None, None]
+_STD = torch.from_numpy(IMAGENET_STD)[:, None, None]
+
+
+def make_input(rgb01: torch.Tensor, trimap: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) RGB in [0, 1] and an (H, W) or (1, H, W) trimap -> (4, H, W) float32.
+
+    Args:
+        rgb01: (3, H, W) float32 RGB in [0, 1], on the CPU.
+        trimap: (H, W) or (1, H, W) 0/128/255 (uint8, or float holding those values).
+
+    Returns:
+        (4, H, W) float32: ``(rgb - mean) / std`` per channel (ImageNet statistics), then
+        ``trimap / 255``.
+    """
+    planes = trimap.reshape(1, *rgb01.shape[-2:]).float() / 255
+    return torch.cat([(rgb01 - _MEAN) / _STD, planes])
