@@ -15,7 +15,8 @@ scorer stay usable without it); import them directly:
 
 - ``evaluation.run``: ``evaluate(EvalOptions(...))`` scores a checkpoint on validation shards
   (``indexnet evaluate run``); ``evaluation.contact_sheet.write_contact_sheet`` draws samples.
-- ``evaluation.predict``: ``predict_file``, ``predict_folder``, ``read_image``, ``read_trimap``
+- ``evaluation.predict``: ``predict_file``, ``predict_folder`` (``evaluation.images``:
+  ``read_image``, ``read_trimap``)
   (``indexnet predict``).
 - ``evaluation.export``: ``export_model(model, "onnx" | "torchscript", path)`` ->
   ``ExportReport`` (``indexnet export``).

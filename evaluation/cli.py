@@ -286,7 +286,8 @@ def predict_command(
 
     import torch
 
-    from evaluation.predict import TRIMAP_RULE, Prediction, predict_file, predict_folder
+    from evaluation.images import TRIMAP_RULE
+    from evaluation.predict import Prediction, predict_file, predict_folder
     from training.inference import enable_huge_pages
 
     enable_huge_pages()

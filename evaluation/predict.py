@@ -3,13 +3,8 @@
 An image and its trimap go in; an 8-bit grey alpha PNG comes out and, on request, the cut-out
 foreground as an RGBA PNG beside it (the image's RGB, the predicted alpha as A).
 
-- Images are read with Pillow and turned upright by their EXIF orientation: phone photos are
-  stored sideways with a tag saying so, and a trimap is drawn on the picture as viewers show
-  it. Grey and palette images become RGB, an alpha channel is dropped, 16-bit samples are
-  scaled to 8 bits.
-- A trimap must be single-channel: 8- or 16-bit grey, or a palette of greys. Values other than
-  0/128/255 (soft brush edges, JPEG noise) are quantised and counted: below 85 -> 0 (background),
-  above 170 -> 255 (foreground), 85..170 -> 128 (unknown).
+- Images and trimaps are read by ``evaluation.images`` (EXIF-upright; a trimap is
+  single-channel and quantised to 0/128/255).
 - Folder mode pairs files by name without extension (as ``evaluation.score`` does) and reads
   every pair before predicting any: missing and extra trimaps, unreadable files, sizes that
   differ and colour trimaps are all listed at once, and nothing is written.
@@ -26,22 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
+from evaluation.images import read_pair
 from evaluation.score import list_images, shorten, unmatched
 from shards.atomic import atomic_file
-from shards.mattes import TRIMAP_BACKGROUND, TRIMAP_FOREGROUND, TRIMAP_UNKNOWN
 from training.checkpoint import load_for_inference
 from training.inference import predict_alpha
 
-BACKGROUND_BELOW = 85  # trimap grey values below this are background (0)
-FOREGROUND_ABOVE = 170  # values above this are foreground (255); 85..170 are unknown (128)
-TRIMAP_RULE = (
-    f"other grey values are quantised: below {BACKGROUND_BELOW} -> 0 (background), "
-    f"above {FOREGROUND_ABOVE} -> 255 (foreground), the rest -> 128 (unknown)"
-)
 CUTOUT_SUFFIX = "_cutout"  # alpha.png -> alpha_cutout.png
-_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # "I": how older Pillow opens 16-bit PNG
 _LIST_LIMIT = 20  # bad pairs shown before "... and N more"
 
 
@@ -68,142 +56,6 @@ class Prediction:
     size: tuple[int, int]
     quantised: int
     seconds: float
-
-
-# -- reading ----------------------------------------------------------------------------------
-
-
-def _open(path: Path, what: str) -> Image.Image:
-    """``path`` decoded in full and turned upright; every failure a ValueError naming it."""
-    try:
-        with Image.open(path) as img:
-            img.load()  # decode now, so that a truncated file fails here
-            return ImageOps.exif_transpose(img)
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such {what} file") from None
-    except IsADirectoryError:
-        raise ValueError(f"{path}: is a folder; give the {what} file") from None
-    except Image.DecompressionBombError as exc:  # Pillow's guard against decompression bombs
-        raise ValueError(f"{path}: too large to read safely ({exc})") from None
-    except UnidentifiedImageError:
-        raise ValueError(
-            f"{path}: not an image Pillow can read; give the {what} as PNG, JPEG, BMP, TIFF or "
-            "WebP (convert HEIC photos first)"
-        ) from None
-    except Exception as exc:  # damaged data: OSError, SyntaxError, struct.error... by format
-        raise ValueError(
-            f"{path}: cannot read the {what} ({type(exc).__name__}: {exc}); the file may be "
-            "truncated or damaged: export it again"
-        ) from None
-
-
-def _to_8bit(samples: np.ndarray) -> np.ndarray:
-    """16-bit samples (0..65535) -> uint8; 8-bit values stored as v * 257 come back exactly."""
-    return np.rint(np.clip(samples, 0, 65535) / 257).astype(np.uint8)
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image, upright by its EXIF orientation, as 8-bit RGB.
-
-    Grey, palette and CMYK images are converted to RGB; an alpha channel is dropped; 16-bit
-    grey is scaled to 8 bits (Pillow itself reduces 16-bit colour to 8 bits).
-
-    Returns:
-        (H, W, 3) uint8 RGB, H and W those of the upright image.
-
-    Raises:
-        ValueError: no such file, not an image, damaged data, or 32-bit float samples; the
-            message names the file.
-    """
-    path = Path(path)
-    img = _open(path, "image")
-    if img.mode in _SIXTEEN_BIT:
-        grey = _to_8bit(np.asarray(img))
-        return np.repeat(grey[..., None], 3, axis=2)
-    if img.mode == "F":
-        raise ValueError(f"{path}: 32-bit float image; save it as an 8- or 16-bit PNG or a JPEG")
-    return np.asarray(img.convert("RGB"))
-
-
-def quantise_trimap(grey: np.ndarray) -> tuple[np.ndarray, int]:
-    """Snap grey values to a trimap's three (``TRIMAP_RULE``).
-
-    Args:
-        grey: (H, W) uint8.
-
-    Returns:
-        (H, W) uint8 trimap with values 0/128/255, and how many pixels changed (those that
-        were not already 0, 128 or 255).
-    """
-    trimap = np.full_like(grey, TRIMAP_UNKNOWN)
-    trimap[grey < BACKGROUND_BELOW] = TRIMAP_BACKGROUND
-    trimap[grey > FOREGROUND_ABOVE] = TRIMAP_FOREGROUND
-    return trimap, int(np.count_nonzero(trimap != grey))
-
-
-def _not_single_channel(path: Path, found: str) -> ValueError:
-    return ValueError(
-        f"{path}: a trimap must be single-channel, but this one is {found}; save it as a "
-        "single-channel grey image (an 8-bit grey PNG, mode L): 0 = background, "
-        f"128 = unknown, 255 = foreground; {TRIMAP_RULE}"
-    )
-
-
-def read_trimap(path: str | Path) -> tuple[np.ndarray, int]:
-    """Read a trimap, upright by its EXIF orientation, quantised to 0/128/255.
-
-    Accepted: 8-bit grey (and 1-bit), 16-bit grey (scaled to 8 bits), or a palette image whose
-    colours are all grey. Other values are quantised by ``TRIMAP_RULE``.
-
-    Returns:
-        (H, W) uint8 trimap with values 0/128/255, and how many pixels were quantised.
-
-    Raises:
-        ValueError: no such file, not an image, damaged data, or not single-channel (RGB,
-            RGBA, grey with alpha, a coloured palette); the message names the file and says
-            how to save it.
-    """
-    path = Path(path)
-    img = _open(path, "trimap")
-    if img.mode in ("L", "1"):
-        grey = np.asarray(img.convert("L"))
-    elif img.mode in _SIXTEEN_BIT:
-        grey = _to_8bit(np.asarray(img))
-    elif img.mode == "P":
-        rgb = np.asarray(img.convert("RGB"))
-        grey = rgb[..., 0]
-        if not (np.array_equal(grey, rgb[..., 1]) and np.array_equal(grey, rgb[..., 2])):
-            raise _not_single_channel(path, "a palette image with coloured entries")
-    else:
-        raise _not_single_channel(path, f"{img.mode} ({len(img.getbands())} channels)")
-    return quantise_trimap(grey)
-
-
-def read_pair(image: str | Path, trimap: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
-    """``read_image`` and ``read_trimap``, checked to be the same size.
-
-    Returns:
-        (H, W, 3) uint8 RGB, (H, W) uint8 trimap in {0, 128, 255}, pixels quantised.
-
-    Raises:
-        ValueError: either file is unreadable or bad (named), or their sizes differ (both
-            files and both sizes named).
-    """
-    rgb = read_image(image)
-    marks, quantised = read_trimap(trimap)
-    if rgb.shape[:2] != marks.shape:
-        (h, w), (th, tw) = rgb.shape[:2], marks.shape
-        hint = (
-            "; the sides are swapped: if the photo carries an EXIF rotation, draw the trimap on "
-            "the upright picture, as image viewers show it"
-            if (h, w) == (tw, th)
-            else ""
-        )
-        raise ValueError(
-            f"{image} is {w}x{h} but its trimap {trimap} is {tw}x{th} (width x height); the "
-            f"trimap must be drawn at the image's size{hint}"
-        )
-    return rgb, marks, quantised
 
 
 # -- writing ----------------------------------------------------------------------------------

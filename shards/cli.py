@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from configs.cli import fail, group
+from shards.atomic import atomic_write_bytes
 from shards.cluster import ClusterOptions, dask_client, map_bounded
 from shards.info import describe
 from shards.verify import CHECKS, DEEP_CHECKS, VerifyReport, verify
@@ -101,7 +102,7 @@ def verify_command(
     result = run_verify(root, deep, cluster)
     print_report(result)
     if report:
-        report.write_text(json.dumps(result.to_json(), indent=1) + "\n")
+        atomic_write_bytes(report, (json.dumps(result.to_json(), indent=1) + "\n").encode())
         out.print(f"report: {report}")
     raise typer.Exit(0 if result.ok else 1)
 

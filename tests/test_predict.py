@@ -1,4 +1,5 @@
-"""evaluation.predict and ``indexnet predict``: photos and trimaps in, alpha PNGs out."""
+"""evaluation.predict, evaluation.images and ``indexnet predict``: photos and trimaps in,
+alpha PNGs out."""
 
 from __future__ import annotations
 
@@ -10,13 +11,8 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from evaluation.predict import (
-    TRIMAP_RULE,
-    predict_folder,
-    quantise_trimap,
-    read_image,
-    read_trimap,
-)
+from evaluation.images import TRIMAP_RULE, quantise_trimap, read_image, read_trimap
+from evaluation.predict import predict_folder
 from indexnet_cli import app
 from training.checkpoint import load_for_inference, save_checkpoint
 from training.inference import predict_alpha

@@ -40,6 +40,7 @@ from shards.atomic import atomic_write_bytes
 from shards.reader import resolve_shards
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.data import MattingStream, check_shard_count, make_loader, steps_per_epoch
+from training.distributed import all_true, device_for, join_process_group, restarted
 from training.families import ParamGroup, build_model, get_family, parameter_groups
 from training.loss import matting_loss
 from training.validate import validate
@@ -97,34 +98,6 @@ class TrainProgress:
         """Training ended or failed."""
 
 
-def _distributed(device: str) -> tuple[int, int, int]:
-    """Join the process group when launched by torchrun; (rank, world size, local rank)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        # torchrun's agent keeps one key-value store across restarts, so a restarted group could
-        # read the addresses its dead predecessors left there and hang connecting to them; a
-        # prefix per restart keeps each attempt's keys apart
-        store, rank, world = next(dist.rendezvous("env://"))
-        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-        store = dist.PrefixStore(f"indexnet/attempt_{attempt}", store)
-        backend = "nccl" if device == "cuda" else "gloo"
-        dist.init_process_group(backend, store=store, rank=rank, world_size=world)
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
-    return 0, 1, 0
-
-
-def _device(name: str, local_rank: int) -> torch.device:
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda: no CUDA device is available; use --device cpu")
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    if name != "cpu":
-        raise ValueError(f"--device must be cpu or cuda, got {name!r}")
-    return torch.device("cpu")
-
-
 def _optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Adam:
     """Adam over the family's parameter groups: a backbone at lr / backbone_lr_mult, others at
     lr, each times its ``lr_scale``.
@@ -159,19 +132,6 @@ def _learning_rates(
     return {"lr": full["lr"]} | {f"lr_{g.name}": rates["lr"] for rates, g in pairs if g.backbone}
 
 
-def _all_true(flag: bool, device: torch.device, world: int) -> bool:
-    """``flag`` and-ed over every rank (on the device: NCCL reduces only CUDA tensors)."""
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
-    if world > 1:
-        dist.all_reduce(value, op=dist.ReduceOp.MIN)
-    return bool(value.item())
-
-
-def _restarted() -> bool:
-    """This process is a restart by torchrun (``--max-restarts``): continue the run."""
-    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
-
-
 def _changed(saved: dict, current: dict) -> list[str]:
     """``section.key: old -> new`` for every value of ``current`` that differs from ``saved``."""
     return [
@@ -197,8 +157,8 @@ class _Run:
         self.cfg, self.options, self.progress = cfg, options, progress
         t = cfg.train
         self.owns_group = not dist.is_initialized()
-        self.rank, self.world, local_rank = _distributed(options.device)
-        self.device = _device(options.device, local_rank)
+        self.rank, self.world, local_rank = join_process_group(options.device)
+        self.device = device_for(options.device, local_rank)
         if t.sync_bn and self.device.type != "cuda":
             raise ValueError("train.sync_bn needs --device cuda: SyncBatchNorm has no CPU kernels")
         self.shards = resolve_shards(options.shards, "train", options.index)
@@ -215,7 +175,7 @@ class _Run:
 
         out = Path(options.out)
         self.ckpt_dir = out / "checkpoints"
-        if not (options.resume or _restarted()) and (self.ckpt_dir / LAST).exists():
+        if not (options.resume or restarted()) and (self.ckpt_dir / LAST).exists():
             raise ValueError(
                 f"{out} holds a run already ({self.ckpt_dir / LAST}); pass --resume to continue "
                 "it, or choose another --out"
@@ -252,7 +212,7 @@ class _Run:
 
     def _resume(self) -> None:
         last = self.ckpt_dir / LAST
-        if not (self.options.resume or _restarted()):
+        if not (self.options.resume or restarted()):
             return
         if not last.exists():
             if self.options.resume:
@@ -343,7 +303,7 @@ class _Run:
             batch["unknown"],
             self.cfg.loss,
         )
-        if not _all_true(bool(torch.isfinite(loss.total)), self.device, self.world):
+        if not all_true(bool(torch.isfinite(loss.total)), self.device, self.world):
             raise TrainingError(
                 f"the loss is not finite at epoch {epoch} step {self.step + 1} (on some rank); "
                 f"training stopped before the update, and the last good checkpoint is "
