@@ -178,6 +178,7 @@ def run_command(
     """
     from configs import ConfigError, load_config
     from evaluation.run import EvalOptions, evaluate
+    from shards.reader import ShardError
     from training.inference import enable_huge_pages
 
     enable_huge_pages()
@@ -201,6 +202,8 @@ def run_command(
         result = evaluate(options, _EvalBar())
     except (ConfigError, ValueError) as exc:
         raise fail(exc) from None
+    except ShardError as exc:  # a shard damaged or unreachable mid-run: what was done is kept
+        raise fail(exc, 1) from None
     scores = result.scores
     _print_means(
         f"{scores.count} validation samples: mean over samples",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -117,6 +118,20 @@ def test_cli_prints_the_means_and_names_bad_inputs(shard_set, checkpoint, tmp_pa
     fails({"--shards": str(tmp_path)}, "index.json is missing")
     fails({"--device": "tpu"}, "--device must be cpu or cuda")
     fails({"--workers": "-1"}, "--workers must be >= 0")
+
+
+def test_a_damaged_validation_shard_is_named_exit_1(shard_set, checkpoint, tmp_path):
+    root = shutil.copytree(shard_set, tmp_path / "set")
+    shard = root / "validation" / "validation-000000.tar"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size * 3 // 4])  # cut mid-sample
+    argv = ["evaluate", "run", "--checkpoint", str(checkpoint[0]), "--shards", str(root),
+            "--out", str(tmp_path / "e"), "--workers", "0"]  # fmt: skip
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 1, result.output
+    assert "corrupt shard" in result.output and "validation-000000.tar after key" in result.output
+    assert "indexnet shards verify" in result.output
+    written = list((tmp_path / "e" / "predictions").glob("*.png"))
+    assert 0 < len(written) < 4  # the samples before the damage were predicted and kept
 
 
 def test_baseline_scores_the_trivial_prediction_beside_the_model(shard_set, checkpoint, tmp_path):
