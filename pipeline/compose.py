@@ -179,6 +179,8 @@ def _row(task: ShardTask, s: PlannedSample, status: str, error: str, **extra) ->
         "status": status,
         "error": error,
         "members": [],
+        "offset": None,
+        "length": None,
         **dict.fromkeys(hash_columns()),
     }
     row.update(extra)
@@ -222,14 +224,15 @@ def build_shard(task: ShardTask, force: bool = False) -> ShardResult:
                 rows.append(_row(task, s, "failed", "; ".join(errors)))
                 continue
             members = _members(task, s, fgd, bg_name, bg_bytes, bg)
-            writer.write(s.key, members)
+            offset, length = writer.write(s.key, members)
             hashes = {}
             for file, data in members.items():
                 hashes[f"{name_of(file)}_size"] = len(data)
                 hashes[f"{name_of(file)}_sha256"] = hashlib.sha256(data).hexdigest()
             status = "replaced" if errors else "ok"
             rows.append(_row(task, s, status, "; ".join(errors), background=bg_name,
-                             members=sorted(members), **hashes))  # fmt: skip
+                             members=sorted(members), offset=offset, length=length,
+                             **hashes))  # fmt: skip
         size, digest = writer.close()
     result = ShardResult(
         name=task.name,

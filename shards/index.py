@@ -43,6 +43,11 @@ SAMPLE_SCHEMA = pa.schema(
         ("status", pa.string()),  # ok | replaced | failed
         ("error", pa.string()),  # why replaced or failed; empty when ok
         ("members", pa.list_(pa.string())),  # member file names, e.g. fg.jpg
+        # where the sample starts in its shard (its first tar header) and its bytes to the end
+        # of its last member: a reader seeks there (null for failed samples; absent in sets
+        # built before the columns existed, which verify and the readers accept)
+        ("offset", pa.int64()),
+        ("length", pa.int64()),
         # <member>_size, <member>_sha256 of every hashed member of shards.schema.MEMBERS
         *[(c, pa.int64() if c.endswith("_size") else pa.string()) for c in hash_columns()],
     ]

@@ -138,6 +138,8 @@ class TarEntry:
     file: str  # after it: ``merged.png``, ``fg.jpg``, ``json`` ("" when there is no dot)
     regular: bool  # a regular file (not a folder, link or device)
     data: bytes | None  # None when not read (not asked for, or not a regular file)
+    offset: int = 0  # where its header starts in the stream
+    end: int = 0  # where its data, padded to the tar block, ends
 
 
 def tar_entries(stream: BinaryIO, read: Callable[[str], bool] | None = None) -> Iterator[TarEntry]:
@@ -156,7 +158,8 @@ def tar_entries(stream: BinaryIO, read: Callable[[str], bool] | None = None) -> 
             key, _, file = info.name.partition(".")
             wanted = info.isreg() and (read is None or read(file))
             data = tar.extractfile(info).read() if wanted else None
-            yield TarEntry(info.name, key, file, info.isreg(), data)
+            end = info.offset_data + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+            yield TarEntry(info.name, key, file, info.isreg(), data, info.offset, end)
             tar.members = []  # streaming: keep no history, memory stays flat
 
 

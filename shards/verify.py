@@ -7,6 +7,8 @@
 - every shard (one Dask task each, one sequential read of the file): its size and sha256 are the
   recorded ones; the tar parses to its end; every member is ``<key>.<ext>``, a regular file;
   every sample has exactly its recorded members; keys are the recorded ones, in order, unique;
+  every sample starts at its recorded byte offset and spans its recorded length (sets built
+  before ``samples.parquet`` had ``offset``/``length`` skip this check);
 - across shards: no key appears twice;
 - with ``deep``, for the members ``shards.schema`` marks: every checked member decodes; sized
   ones (merged, alpha, fg, trimap) have the json's size; members with allowed values (the
@@ -36,7 +38,7 @@ from shards.reader import decode_member, tar_entries
 from shards.schema import MEMBERS, name_of
 
 CHECKS = ("index", "samples", "count", "listing", "missing", "size", "sha256", "tar", "members",
-          "keys")  # fmt: skip
+          "keys", "offsets")  # fmt: skip
 # --deep adds these; a member with allowed ``values`` (the trimap) is a check of its own name
 DEEP_CHECKS = ("decode", "sizes", *(m.name for m in MEMBERS if m.values), "composite",
                "member_sha256")  # fmt: skip
@@ -63,6 +65,7 @@ class ExpectedSample:
     key: str
     members: tuple[str, ...]  # sorted member names, e.g. ('alpha.png', 'bg.jpg', ...)
     sha256: dict[str, str]  # member name -> sha256
+    span: tuple[int, int] | None = None  # (offset, length) in the shard; None in older sets
 
 
 @dataclass(frozen=True)
@@ -227,11 +230,17 @@ def check_shard(task: ShardCheck) -> ShardReport:
     if size != info.bytes:
         bad("size", f"{size:,} bytes, index.json records {info.bytes:,}")
     expected = {e.key: e for e in task.expected}
+    reported: set[str] = set()  # checks said once per shard
     seen: dict[str, set[str]] = {}
     order: list[str] = []
 
-    def finish(key: str, members: dict[str, bytes]) -> None:
+    def finish(key: str, members: dict[str, bytes], span: tuple[int, int]) -> None:
         want = expected.get(key)
+        if want is not None and want.span not in (None, span) and "offsets" not in reported:
+            reported.add("offsets")  # the samples after it are shifted too: said once
+            bad("offsets", f"at bytes {span[0]:,} + {span[1]:,}, samples.parquet records "
+                           f"{want.span[0]:,} + {want.span[1]:,} (and the samples after it "
+                           "follow)", key)  # fmt: skip
         if want is None:
             bad("keys", "not recorded for this shard in samples.parquet", key)
         elif tuple(sorted(members)) != want.members:
@@ -249,6 +258,7 @@ def check_shard(task: ShardCheck) -> ShardReport:
         reader = _HashingReader(raw)
         current: str | None = None
         members: dict[str, bytes] = {}
+        start = end = 0  # the current sample's span in the shard
         try:  # the shard reader's tar stream: one sequential read, never seeks
             for entry in tar_entries(reader, read=lambda _file: task.deep):
                 name, key, ext = entry.name, entry.key, entry.file
@@ -257,18 +267,19 @@ def check_shard(task: ShardCheck) -> ShardReport:
                     continue
                 if key != current:
                     if current is not None:
-                        finish(current, members)
+                        finish(current, members, (start, end - start))
                     if key in seen:
                         bad("keys", "appears twice in this shard (not contiguous)", key)
-                    current, members = key, {}
+                    current, members, start = key, {}, entry.offset
                     seen.setdefault(key, set())
                     order.append(key)
                 if ext in members:
                     bad("members", f"member {name!r} appears twice", key)
                 members[ext] = entry.data if entry.data is not None else b""
                 seen[key].add(ext)
+                end = entry.end
             if current is not None:
-                finish(current, members)
+                finish(current, members, (start, end - start))
         except (tarfile.TarError, EOFError, OSError) as exc:
             bad("tar", f"does not parse to its end: {exc}")
         reader.drain()
@@ -294,7 +305,10 @@ def _expected_by_shard(root: Path) -> dict[str, tuple[ExpectedSample, ...]]:
             continue
         members = tuple(sorted(columns["members"][i]))
         sha = {m: columns[f"{name_of(m)}_sha256"][i] for m in members}
-        out[columns["shard"][i]].append(ExpectedSample(columns["key"][i], members, sha))
+        span = None
+        if "offset" in columns and columns["offset"][i] is not None:
+            span = (columns["offset"][i], columns["length"][i])
+        out[columns["shard"][i]].append(ExpectedSample(columns["key"][i], members, sha, span))
     return {k: tuple(v) for k, v in out.items()}
 
 

@@ -62,8 +62,15 @@ class ShardWriter:
         self._keys: set[str] = set()
         self.samples = 0
 
-    def write(self, key: str, members: Mapping[str, bytes]) -> None:
-        """Append one sample: ``members`` maps extensions (``merged.png``) to bytes."""
+    def write(self, key: str, members: Mapping[str, bytes]) -> tuple[int, int]:
+        """Append one sample: ``members`` maps extensions (``merged.png``) to bytes.
+
+        Returns:
+            ``(offset, length)``: where the sample's first tar header starts in the shard, and
+            its bytes up to the end of its last member (headers, data and padding), so that a
+            reader can seek straight to it.
+        """
+        start = self._hashing.size
         check_key(key)
         if key in self._keys:
             raise ValueError(f"duplicate key {key!r} in {self.path.name}")
@@ -76,8 +83,9 @@ class ShardWriter:
             info.mode = 0o644
             info.uid = info.gid = 0
             info.uname = info.gname = ""
-            self._tar.addfile(info, io.BytesIO(data))
+            self._tar.addfile(info, io.BytesIO(data))  # written through at once, padded to 512
         self.samples += 1
+        return start, self._hashing.size - start
 
     def close(self) -> tuple[int, str]:
         """Finish the tar, make it durable, rename it into place; return (bytes, sha256)."""

@@ -560,3 +560,16 @@ def test_python_dash_m_pipeline_build_help():
     assert "Usage: python -m pipeline build" in result.stdout
     for option in ("--scheduler-file", "--allow-bg-reuse", "--overwrite", "--val-count"):
         assert option in result.stdout
+
+
+def test_samples_parquet_records_where_each_sample_lies_in_its_shard(shard_set):
+    """offset/length: samples tile each shard from byte 0, in position order, headers and
+    padding included, ending before the tar's end-of-archive blocks."""
+    index = read_index(shard_set)
+    rows = [r for r in read_samples(shard_set).to_pylist() if r["status"] != "failed"]
+    for info in index.shards:
+        spans = sorted((r["position"], r["offset"], r["length"]) for r in rows
+                       if r["shard"] == info.path)  # fmt: skip
+        assert [o for _, o, _ in spans] == [0, *np.cumsum([n for _, _, n in spans])[:-1]]
+        end = spans[-1][1] + spans[-1][2]
+        assert end + 1024 <= info.bytes and all(n % 512 == 0 for _, _, n in spans)

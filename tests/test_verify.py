@@ -9,6 +9,8 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -123,8 +125,9 @@ def test_sample_missing_a_member(damaged, sample_data):
     _rewrite(damaged, TRAIN0, [(n, d) for n, d in members if n != dropped])
     report = verify(damaged)
     key = dropped.split(".")[0]
-    assert _checks(report) == {("members", TRAIN0, key)}
-    assert "missing trimap.png" in report.problems[0].detail
+    # the sample is shorter than recorded, so its span differs too (said once for the shard)
+    assert _checks(report) == {("members", TRAIN0, key), ("offsets", TRAIN0, key)}
+    assert any("missing trimap.png" in p.detail for p in report.problems if p.check == "members")
     summary = _repair(damaged, sample_data)
     assert summary.ok and summary.index_corrected == [TRAIN0]
 
@@ -224,6 +227,29 @@ def test_samples_parquet_damage(damaged):
     (damaged / "samples.parquet").write_bytes(b"garbage")
     report = verify(damaged)
     assert "samples" in report.checks
+
+
+def test_sample_offsets_are_checked_and_older_sets_without_them_still_verify(damaged):
+    """samples.parquet records where each sample starts in its shard and how long it is (what
+    a resumed reader seeks to); verify holds the shards to it."""
+    table = pq.read_table(damaged / "samples.parquet")
+    rows = table.to_pylist()
+    first = next(r for r in rows if r["shard"] == TRAIN0 and r["position"] == 1)
+    with open(damaged / TRAIN0, "rb") as f:  # the recorded span is a tar of just that sample
+        f.seek(first["offset"])
+        span = f.read(first["length"])
+    with tarfile.open(fileobj=io.BytesIO(span + b"\0" * 1024)) as tar:
+        assert sorted(m.name for m in tar) == sorted(
+            f"{first['key']}.{m}" for m in first["members"]
+        )
+    first["offset"] += 512
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), damaged / "samples.parquet")
+    report = verify(damaged)
+    assert _checks(report) == {("offsets", TRAIN0, first["key"])}
+    assert "samples.parquet records" in report.problems[0].detail
+    older = table.drop_columns(["offset", "length"])  # a set built before the columns existed
+    pq.write_table(older, damaged / "samples.parquet")
+    assert verify(damaged).ok
 
 
 def test_repair_refuses_other_inputs(damaged, sample_data, tmp_path):
