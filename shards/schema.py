@@ -66,7 +66,7 @@ class Member:
 
 
 MEMBERS: tuple[Member, ...] = (
-    # name      file name       codec    train  scored  sized  values
+    # every member is in both splits, hashed and deep-checked unless a row says otherwise
     Member("merged", "merged.png", "color", scored=True),  # alpha*fg + (1-alpha)*fit(bg)
     Member("alpha", "alpha.png", "grey", train=True, scored=True),  # the matte, the truth
     Member("fg", "fg.{ext}", "color", train=True),  # the original photo's bytes, untouched
