@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "train.checkpoint_every=0",
                 f"train.milestones=[{milestone}]",
                 f"train.epochs={epochs}",
-                "train.shuffle_buffer=32",
+                "train.shuffle_window=16",
                 f"train.validate_every={args.validate_every}",
             ]
         )

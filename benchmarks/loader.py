@@ -43,8 +43,10 @@ from configs import load_config  # noqa: E402
 from pipeline.build import build  # noqa: E402
 from shards.cluster import ClusterOptions  # noqa: E402
 from shards.mattes import BackgroundFit, trimap_from_alpha  # noqa: E402
-from shards.reader import resolve_shards  # noqa: E402
-from training.data import MattingStream  # noqa: E402
+from shards.reader import raw_samples, resolve_shards  # noqa: E402
+from shards.schema import TRAIN_MEMBERS  # noqa: E402
+from training.augment import crop_sample, to_tensors  # noqa: E402
+from training.data import decode_sample, sample_rng  # noqa: E402
 from training.normalise import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
 
@@ -113,14 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         assert build(data_dir, bg_dir, cfg, out, ClusterOptions(workers=2)).complete
         shards = resolve_shards(str(out))
         t = cfg.train
-        stream = MattingStream(shards, t, shuffle_buffer=0)
 
         def ours() -> int:
-            rng = np.random.default_rng(0)
             n = 0
             for url in shards.urls:
-                for raw in stream._raw_samples(url):  # reads only fg, bg, alpha, json
-                    sample = stream._augment(raw, rng)
+                for raw in raw_samples(url, TRAIN_MEMBERS):  # reads only fg, bg, alpha, json
+                    fg, bg, alpha = decode_sample(raw)
+                    crops = crop_sample(fg, bg, alpha, t, sample_rng(t.seed, 0, raw.key))
+                    sample = to_tensors(crops)
                     assert sample["image"].shape == (4, t.input_size, t.input_size)
                     n += 1
             return n

@@ -70,7 +70,8 @@ class TrainConfig:
     flip_prob: float = 0.5  # horizontal flip probability
     freeze_encoder_bn: bool = True  # encoder BatchNorm statistics stay fixed
     # how the trainer runs (not part of the reference recipe)
-    shuffle_buffer: int = 64  # samples held per loader worker for shuffling (0: none)
+    shuffle_window: int = 16  # raw samples each canonical stream shuffles within (<= 1: none)
+    log_batches: bool = False  # rank 0 appends each global batch's keys, digests to batches.jsonl
     bf16: bool = False  # bfloat16 autocast for the forward pass (the loss stays float32)
     channels_last: bool = False  # NHWC memory format (faster convolutions on GPUs)
     sync_bn: bool = False  # SyncBatchNorm across ranks (decoder BN; encoder BN stays frozen)
@@ -83,7 +84,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _at_least(self, "batch_size", 2)  # BatchNorm after ASPP's global pool needs B >= 2
-        _at_least(self, "shuffle_buffer", 0)
+        _at_least(self, "shuffle_window", 0)
         _at_least(self, "val_max_samples", 0)
         _at_least(self, "validate_every", 1)
         _at_least(self, "log_every", 1)
@@ -272,12 +273,23 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return loaded
 
 
+# keys that existed once: a user's file or --set naming one is told what replaced it; a config
+# recorded by an older version (in a shard set's index, a checkpoint) loads without them
+RETIRED = {
+    "train.shuffle_buffer": "replaced by train.shuffle_window, a shuffle window per canonical "
+    "stream (README: 'Data order, epochs and resumption')",
+}
+
+
 def _merge(base: dict[str, Any], update: Mapping[str, Any], origin: str) -> None:
     for section, values in update.items():
         if section not in _SECTIONS:
             _fail(f"{origin}: {section}", f"unknown section; allowed: {', '.join(_SECTIONS)}")
         if not isinstance(values, Mapping):
             _fail(f"{origin}: {section}", "expected a mapping of key: value")
+        for key in values:
+            if f"{section}.{key}" in RETIRED:
+                _fail(f"{origin}: {section}.{key}", RETIRED[f"{section}.{key}"])
         base.setdefault(section, {}).update(values)
 
 
@@ -310,6 +322,8 @@ def _build_section(name: str, values: Mapping[str, Any]) -> Any:
     allowed = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in values.items():
+        if f"{name}.{key}" in RETIRED:
+            continue  # recorded by an older version (a user's own config is refused in _merge)
         if key not in allowed:
             _fail(f"{name}.{key}", f"unknown key; allowed: {', '.join(allowed)}")
         kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])

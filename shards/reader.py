@@ -23,6 +23,7 @@ naming the shard, the key and the member. Callers decide whether to stop or skip
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import tarfile
@@ -34,11 +35,15 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from webdataset.gopen import gopen
 from webdataset.shardlists import expand_urls
 
 from shards.codec import decode_color, decode_grey
-from shards.index import INDEX_NAME, Index, parse_index, read_index
+from shards.index import INDEX_NAME, SAMPLES_NAME, Index, parse_index, read_index
+from shards.index import read_samples as read_sample_table
 from shards.schema import SCORED_MEMBERS, SPLITS, member, name_of
 
 VERIFY_HINT = "check the set with `indexnet shards verify`"
@@ -119,11 +124,80 @@ def resolve_shards(spec: str, split: str = "train", index: str | None = None) ->
     by_name = {s.path.rsplit("/", 1)[-1]: s for s in idx.shards}
     counts = []
     for url in urls:
-        name = re.split(r"[/ ]", url.rstrip(" -"))[-1]
+        name = shard_name(url)
         if name not in by_name:
             raise ValueError(f"{url}: shard {name} is not in {index}/{INDEX_NAME}")
         counts.append(by_name[name].samples)
     return ShardList(urls, tuple(counts), idx)
+
+
+def shard_name(url: str) -> str:
+    """A shard's file name (``train-000000.tar``) from its path, URL or ``pipe:`` command."""
+    return re.split(r"[/ ]", url.rstrip(" -"))[-1]
+
+
+@dataclass(frozen=True)
+class ShardSamples:
+    """What ``samples.parquet`` records of one shard's samples, in shard order.
+
+    ``offsets[i]`` is where sample ``i``'s first tar header starts and ``lengths[i]`` its bytes
+    to the end of its last member; both are None for sets built before they were recorded.
+    """
+
+    keys: tuple[str, ...]
+    offsets: tuple[int, ...] | None
+    lengths: tuple[int, ...] | None
+
+    def span(self, first: int, count: int) -> tuple[int, int | None]:
+        """``(offset, length)`` of samples ``first .. first + count - 1``; ``(0, None)``, the
+        whole shard, when no offsets are recorded."""
+        if self.offsets is None or self.lengths is None:
+            return 0, None
+        last = first + count - 1
+        return self.offsets[first], self.offsets[last] + self.lengths[last] - self.offsets[first]
+
+
+def _read_table(root: str) -> pa.Table:
+    if not is_url(root):
+        return read_sample_table(Path(root))
+    url = root.rstrip("/") + "/" + SAMPLES_NAME
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - user's URL
+            return pq.read_table(pa.BufferReader(response.read()))
+    except (urllib.error.URLError, OSError, pa.ArrowInvalid) as exc:
+        raise ValueError(f"cannot read {url} ({exc}); is the shard set served there?") from None
+
+
+def shard_samples(shards: ShardList) -> tuple[ShardSamples, ...]:
+    """Per shard of ``shards`` (in its order): the keys, byte offsets and lengths of its
+    samples, from the set's ``samples.parquet``.
+
+    Raises:
+        ValueError: ``samples.parquet`` cannot be read, or disagrees with ``index.json`` on a
+            shard's sample count (named: rebuild the index).
+    """
+    table = _read_table(shards.index.root)
+    has_offsets = {"offset", "length"} <= set(table.column_names)
+    columns = ["key", "shard", "position", "status"] + (["offset", "length"] if has_offsets else [])
+    table = table.select(columns).filter(pc.not_equal(table["status"], "failed"))
+    rows: dict[str, list[dict]] = {}
+    for row in table.to_pylist():
+        rows.setdefault(row["shard"].rsplit("/", 1)[-1], []).append(row)
+    out = []
+    for url, count in zip(shards.urls, shards.samples, strict=True):
+        mine = sorted(rows.get(shard_name(url), []), key=lambda r: r["position"])
+        if len(mine) != count:
+            raise ValueError(
+                f"{shards.index.root}: {SAMPLES_NAME} records {len(mine)} sample(s) of shard "
+                f"{shard_name(url)}, {INDEX_NAME} {count}; rebuild the index with `indexnet "
+                "shards repair`, or re-copy the set"
+            )
+        offsets = lengths = None
+        if has_offsets:
+            offsets = tuple(int(r["offset"]) for r in mine)
+            lengths = tuple(int(r["length"]) for r in mine)
+        out.append(ShardSamples(tuple(r["key"] for r in mine), offsets, lengths))
+    return tuple(out)
 
 
 # -- reading a shard --------------------------------------------------------------------------
@@ -163,9 +237,71 @@ def tar_entries(stream: BinaryIO, read: Callable[[str], bool] | None = None) -> 
             tar.members = []  # streaming: keep no history, memory stays flat
 
 
-def open_shard(url: str) -> BinaryIO:
-    """A shard's bytes as a stream: a local file, ``http(s)://`` through curl, or ``pipe:``."""
-    return gopen(url, "rb")
+class _Window(io.RawIOBase):
+    """The next ``length`` bytes of a stream (all that is left when None); closing it closes
+    the stream, after reading a ``pipe:`` command's output to its end (so that the command
+    exits cleanly rather than by a broken pipe)."""
+
+    def __init__(self, stream: BinaryIO, length: int | None, drain: bool = False) -> None:
+        super().__init__()
+        self.stream, self.left, self.drain = stream, length, drain
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self.left is None:
+            return self.stream.read(size)
+        size = self.left if size < 0 else min(size, self.left)
+        data = self.stream.read(size)
+        if size and not data:
+            raise EOFError(f"it ends {self.left:,} bytes before the samples asked for do")
+        self.left -= len(data)
+        return data
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                while self.drain and self.stream.read(1 << 20):
+                    pass
+            finally:
+                self.stream.close()
+                super().close()
+
+
+def _skip(stream: BinaryIO, count: int, url: str) -> None:
+    """Read ``count`` bytes of ``stream`` and drop them (a source that cannot seek)."""
+    while count > 0:
+        data = stream.read(min(count, 1 << 20))
+        if not data:
+            raise OSError(f"{url} ends {count:,} bytes before the sample to start at")
+        count -= len(data)
+
+
+def open_shard(url: str, offset: int = 0, length: int | None = None) -> BinaryIO:
+    """A shard's bytes as a stream, from byte ``offset``, ``length`` bytes (None: to its end).
+
+    A local file seeks; an ``http(s)://`` URL asks for just those bytes with a ``Range``
+    request (a server that ignores it sends the whole file, whose start is read and dropped);
+    a ``pipe:`` command's output is read and dropped up to ``offset``. The whole shard
+    (``offset`` 0, no ``length``) of a URL streams through curl, as WebDataset reads it.
+    """
+    if offset == 0 and length is None:
+        return gopen(url, "rb")
+    if url.startswith("pipe:"):
+        stream = gopen(url, "rb")
+        _skip(stream, offset, url)
+        return _Window(stream, length, drain=True)
+    if is_url(url):
+        last = "" if length is None else str(offset + length - 1)
+        request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-{last}"})
+        response = urllib.request.urlopen(request, timeout=60)  # noqa: S310 - user's URL
+        if response.status != 206:  # the whole file came: drop what precedes the range
+            _skip(response, offset, url)
+        return _Window(response, length)
+    stream = open(url, "rb")  # noqa: SIM115 - closed by the caller
+    stream.seek(offset)
+    return _Window(stream, length)
 
 
 @dataclass(frozen=True)
@@ -177,8 +313,13 @@ class RawSample:
     files: dict[str, bytes]
 
 
-def raw_samples(url: str, names: Iterable[str] | None = None) -> Iterator[RawSample]:
+def raw_samples(
+    url: str, names: Iterable[str] | None = None, offset: int = 0, length: int | None = None
+) -> Iterator[RawSample]:
     """The samples of one shard in order, with only the members ``names`` (None: all).
+
+    ``offset`` and ``length`` read only those bytes (``open_shard``): a run of whole samples,
+    as ``ShardSamples.span`` gives it.
 
     Raises:
         ShardError: the shard cannot be opened or is not a tar to its end (named, with the
@@ -188,7 +329,7 @@ def raw_samples(url: str, names: Iterable[str] | None = None) -> Iterator[RawSam
     read = None if wanted is None else (lambda file: name_of(file) in wanted)
     key, files = None, {}
     try:
-        with open_shard(url) as stream:
+        with open_shard(url, offset, length) as stream:
             for entry in tar_entries(stream, read):
                 if entry.key != key and key is not None:
                     yield RawSample(key, url, files)

@@ -1,17 +1,19 @@
-"""training.data (and shards.reader's sources): folder, HTTP, braces, pipe:, lockstep, splits."""
+"""training.data: the exact order read from every kind of source, resumed, skipped, refused."""
 
 from __future__ import annotations
 
 import shutil
 from collections import Counter
+from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 
 from configs import load_config
-from shards.reader import ShardError, resolve_shards
+from shards.reader import ShardError, resolve_shards, shard_samples
 from tests.conftest import serve_directory
-from training.data import MattingStream, check_shard_count, make_loader, steps_per_epoch
+from training.data import MattingStream, batches, check_order, make_loader
 
 
 def _train_cfg(**train):
@@ -50,67 +52,142 @@ def test_bad_sources_are_named(shard_set, tmp_path):
         resolve_shards("http://127.0.0.1:9/")
 
 
-def test_http_source_streams_a_batch(shard_set):
-    with serve_directory(shard_set.parent) as base:
+def _train_cfg(**train):
+    base = {"input_size": 32, "crop_sizes": [32], "small_image_min_side": 64, "batch_size": 2}
+    return load_config(overrides=[f"train.{k}={v}" for k, v in {**base, **train}.items()]).train
+
+
+def _run(shards, world=1, workers=0, epoch=0, start=0, batch=2, **kwargs) -> list[tuple]:
+    """Every global batch of an epoch from ``start`` on: (keys, digests), ranks concatenated."""
+    cfg = _train_cfg(batch_size=batch, shuffle_window=kwargs.pop("window", 4))
+    per_rank = []
+    for rank in range(world):
+        stream = MattingStream(shards, cfg, rank, world, epoch, start, digests=True, **kwargs)
+        got = batches(iter(make_loader(stream, workers)), batch)
+        per_rank.append([(b.keys, b.digests) for b in got])
+    return [
+        (sum((r[step][0] for r in per_rank), []), sum((r[step][1] for r in per_rank), []))
+        for step in range(len(per_rank[0]))
+    ]
+
+
+def test_the_same_global_batches_on_any_number_of_ranks_and_workers(shard_set):
+    shards = resolve_shards(str(shard_set))
+    # 30 samples, global batch 4: 7 steps, 2 samples dropped
+    reference = _run(shards, world=1, workers=0, batch=4)
+    assert len(reference) == 7 and all(len(keys) == 4 for keys, _ in reference)
+    assert _run(shards, world=1, workers=2, batch=4) == reference
+    assert _run(shards, world=1, workers=4, batch=4) == reference
+    assert _run(shards, world=2, workers=1, batch=2) == reference
+    eight = _run(shards, world=1, workers=0, batch=8)  # global batch 8: 3 steps
+    assert len(eight) == 3 and eight != reference[:3]
+    assert _run(shards, world=4, workers=2, batch=2) == eight
+    assert _run(shards, world=2, workers=4, batch=4) == eight
+
+
+def test_an_epoch_covers_every_sample_once_and_epochs_differ(shard_set):
+    shards = resolve_shards(str(shard_set))
+    every = {key for recorded in shard_samples(shards) for key in recorded.keys}
+    orders = []
+    for epoch in range(2):
+        keys = [key for got, _ in _run(shards, epoch=epoch, batch=4) for key in got]
+        assert len(keys) == len(set(keys)) == 28 and set(keys) <= every
+        orders.append(keys)
+    assert orders[0] != orders[1]
+    digests = [_run(shards, epoch=e, batch=4)[0][1] for e in range(2)]
+    assert digests[0] != digests[1]  # augmentation is drawn per epoch too
+
+
+def test_a_resumed_stream_continues_the_order_without_decoding_what_was_consumed(
+    shard_set, monkeypatch
+):
+    shards = resolve_shards(str(shard_set))
+    reference = _run(shards, batch=4)
+    decoded = []
+    import training.data as data
+
+    real = data.decode_sample
+    monkeypatch.setattr(data, "decode_sample", lambda raw: decoded.append(raw.key) or real(raw))
+    for start in (1, 5, 6):
+        decoded.clear()
+        assert _run(shards, start=start, batch=4) == reference[start:]
+        assert sorted(decoded) == sorted(k for keys, _ in reference[start:] for k in keys)
+
+
+def test_brace_pattern_pipe_and_http_sources_give_the_same_batches(shard_set):
+    reference = _run(resolve_shards(str(shard_set)), batch=4, workers=2)
+    pattern = str(shard_set / "train" / "train-{000000..000003}.tar")
+    assert _run(resolve_shards(pattern), batch=4, workers=2) == reference
+    pipe = resolve_shards("pipe:cat " + pattern, index=str(shard_set))
+    assert _run(pipe, batch=4, workers=2) == reference  # read and dropped up to each run
+    for ranges in (True, False):  # a server that ignores Range sends whole files
+        with serve_directory(shard_set.parent, ranges=ranges) as base:
+            http = resolve_shards(base + shard_set.name + "/")
+            assert http.urls[0].startswith("http://127.0.0.1:")
+            assert _run(http, batch=4, workers=2) == reference
+            assert _run(http, batch=4, start=4) == reference[4:]
+
+
+def test_each_sample_of_an_epoch_is_fetched_once(shard_set):
+    """Over HTTP with Range requests: the bytes served of each shard are disjoint ranges that
+    add up to the samples the epoch uses, at the start and after a resume."""
+    served = []
+    with serve_directory(shard_set.parent, served=served) as base:
         shards = resolve_shards(base + shard_set.name + "/")
-        assert shards.urls[0].startswith("http://127.0.0.1:") and shards.total == 30
-        stream = MattingStream(shards, _train_cfg(), shuffle_buffer=2)
-        batch = next(iter(make_loader(stream, 3, 0)))
-        assert batch["image"].shape == (3, 4, 32, 32)
-        pattern = base + shard_set.name + "/train/train-{000000..000001}.tar"
-        assert resolve_shards(pattern).samples == (8, 8)
+        recorded = shard_samples(shards)
+        order = MattingStream(shards, _train_cfg(batch_size=4, shuffle_window=4)).order
+        for start, resume in ((0, 0), (5, 5)):
+            served.clear()
+            _run(shards, batch=4, start=start, workers=2)
+            tars = [(path, first, size) for path, first, size in served if path.endswith(".tar")]
+            by_shard = {}
+            for path, first, size in tars:
+                by_shard.setdefault(path.rsplit("/", 1)[-1], []).append((first, first + size))
+            for spans in by_shard.values():
+                spans.sort()
+                assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+            wanted = {
+                ref
+                for stream in order.streams
+                for ref in stream.samples[stream.resume_position(resume) :]
+            }
+            assert sum(size for _, _, size in tars) == sum(
+                recorded[s].lengths[p] for s, p in wanted
+            )
 
 
-def test_lockstep_and_shard_count_errors():
-    assert steps_per_epoch(30, world_size=2, batch_size=4) == 3
-    with pytest.raises(ValueError, match="cannot fill one step of 4 rank"):
-        steps_per_epoch(10, world_size=4, batch_size=4)
-    check_shard_count(4, world_size=2, loader_workers=2)
-    with pytest.raises(ValueError, match=r"4 shard\(s\) cannot feed 2 rank\(s\) x 3 loader"):
-        check_shard_count(4, world_size=2, loader_workers=3)
+def test_a_set_without_recorded_offsets_reads_from_shard_starts(shard_set, tmp_path):
+    """Sets built before samples.parquet had offset/length columns: the same order, each run
+    read from its shard's start (slower to resume, never different)."""
+    root = shutil.copytree(shard_set, tmp_path / "old")
+    table = pq.read_table(root / "samples.parquet")
+    pq.write_table(table.drop_columns(["offset", "length"]), root / "samples.parquet")
+    old = resolve_shards(str(root))
+    assert shard_samples(old)[0].offsets is None
+    reference = _run(resolve_shards(str(shard_set)), batch=4)
+    assert _run(old, batch=4) == reference
+    assert _run(old, batch=4, start=3) == reference[3:]
 
 
-def _keys(stream: MattingStream, n: int) -> list[str]:
-    """Raw sample keys a stream's worker would read first (shuffle off)."""
-    keys = []
-    for url in stream._my_shards(stream.epoch, 0, 1):
-        keys += [raw.key for raw in stream._raw_samples(url)]
-    return keys[:n]
-
-
-def test_ranks_split_shards_and_epochs_reshuffle(shard_set):
+def test_bad_run_shapes_are_refused_before_training(shard_set):
     shards = resolve_shards(str(shard_set))
-    cfg = _train_cfg()
-    r0 = MattingStream(shards, cfg, rank=0, world_size=2)
-    r1 = MattingStream(shards, cfg, rank=1, world_size=2)
-    mine0, mine1 = r0._my_shards(0, 0, 1), r1._my_shards(0, 0, 1)
-    assert sorted(mine0 + mine1) == sorted(shards.urls) and not set(mine0) & set(mine1)
-    orders = {tuple(r0._my_shards(e, 0, 1) + r1._my_shards(e, 0, 1)) for e in range(6)}
-    assert len(orders) > 1, "the shard order changes with the epoch"
-    assert r0._my_shards(3, 0, 1) == MattingStream(shards, cfg, rank=0, world_size=2)._my_shards(
-        3, 0, 1
-    ), "the order is a function of the seed and the epoch"
-    assert set(_keys(r0, 100)).isdisjoint(_keys(r1, 100))
+    cfg = _train_cfg(batch_size=16)
+    with pytest.raises(ValueError, match="30 train samples cannot fill one global batch of 32"):
+        check_order(shards, cfg, world_size=2, loader_workers=1)
+    with pytest.raises(ValueError, match=r"--loader-workers 3 must divide .*use one of 1, 2, 4"):
+        check_order(shards, _train_cfg(batch_size=4), world_size=1, loader_workers=3)
+    assert check_order(shards, _train_cfg(batch_size=4), 1, 2).steps == 7
 
 
-def test_stream_never_runs_dry(shard_set):
-    """More batches than the rank's shards hold: the stream repeats (lockstep never hangs)."""
-    shards = resolve_shards(str(shard_set))
-    stream = MattingStream(shards, _train_cfg(), rank=1, world_size=2, shuffle_buffer=4)
-    loader = iter(make_loader(stream, 4, 0))
-    batches = [next(loader) for _ in range(8)]  # 32 samples from a rank holding ~14
-    assert all(torch.isfinite(b["image"]).all() for b in batches)
+def test_a_samples_table_that_disagrees_with_the_index_is_refused(shard_set, tmp_path):
+    root = shutil.copytree(shard_set, tmp_path / "set")
+    table = pq.read_table(root / "samples.parquet")
+    pq.write_table(table.slice(1), root / "samples.parquet")  # drop one sample's row
+    with pytest.raises(ValueError, match=r"records 7 sample\(s\) of shard train-000000.tar"):
+        shard_samples(resolve_shards(str(root)))
 
 
-def test_two_loader_workers(shard_set):
-    shards = resolve_shards(str(shard_set))
-    stream = MattingStream(shards, _train_cfg(), shuffle_buffer=2)
-    loader = iter(make_loader(stream, 2, 2))
-    shapes = Counter(tuple(next(loader)["alpha"].shape) for _ in range(4))
-    assert shapes == {(2, 1, 32, 32): 4}
-
-
-def _corrupt(shard_set, tmp_path):
+def _corrupt(shard_set: Path, tmp_path: Path) -> Path:
     root = shutil.copytree(shard_set, tmp_path / "set")
     path = root / "train" / "train-000000.tar"
     data = path.read_bytes()
@@ -118,20 +195,38 @@ def _corrupt(shard_set, tmp_path):
     return root
 
 
-def test_corrupt_shard_stops_with_its_name(shard_set, tmp_path):
+def test_a_corrupt_shard_stops_naming_it(shard_set, tmp_path):
     shards = resolve_shards(str(_corrupt(shard_set, tmp_path)))
-    stream = MattingStream(shards, _train_cfg(), shuffle_buffer=1)
-    with pytest.raises(ShardError, match=r"corrupt shard .*train-000000.tar after key o_\w+-\d+"):
-        for url in [u for u in shards.urls if u.endswith("train-000000.tar")]:
-            list(stream._raw_samples(url))
+    with pytest.raises(ShardError, match=r"train-000000.tar.*from key o_\w+-\d+.*corrupt=skip"):
+        _run(shards, batch=4)
 
 
-def test_corrupt_shard_skip_policy_counts(shard_set, tmp_path):
+def test_the_skip_policy_replaces_and_counts_and_keeps_the_step_count(shard_set, tmp_path):
     shards = resolve_shards(str(_corrupt(shard_set, tmp_path)))
     skipped = torch.multiprocessing.get_context("fork").Value("i", 0)
-    stream = MattingStream(shards, _train_cfg(), shuffle_buffer=1, corrupt="skip", skipped=skipped)
-    url = next(u for u in shards.urls if u.endswith("train-000000.tar"))
-    got = list(stream._raw_samples(url))
-    assert 0 < len(got) < 8 and skipped.value == 1
+    cfg = _train_cfg(batch_size=4)
+    stream = MattingStream(shards, cfg, corrupt="skip", skipped=skipped, digests=True)
+    got = list(batches(iter(make_loader(stream, 2)), 4))
+    assert len(got) == 7  # as many steps as an undamaged set: ranks stay in lockstep
+    reasons = [reason for b in got for reason in b.skipped if reason]
+    assert 0 < len(reasons) == skipped.value < 8
+    assert all(torch.isfinite(b.tensors["image"]).all() for b in got)
+    reference = _run(resolve_shards(str(shard_set)), batch=4)
+    fine = [
+        (key, digest)
+        for b in got
+        for key, digest, reason in zip(b.keys, b.digests, b.skipped, strict=True)
+        if not reason
+    ]
+    assert set(fine) <= {pair for keys, ds in reference for pair in zip(keys, ds, strict=True)}
     with pytest.raises(ValueError, match="corrupt policy must be one of"):
-        MattingStream(shards, _train_cfg(), corrupt="ignore")
+        MattingStream(shards, cfg, corrupt="ignore")
+
+
+def test_loader_items_are_network_ready(shard_set):
+    shards = resolve_shards(str(shard_set))
+    stream = MattingStream(shards, _train_cfg(batch_size=2))
+    batch = next(batches(iter(make_loader(stream, 2)), 2))
+    assert batch.tensors["image"].shape == (2, 4, 32, 32)
+    assert batch.tensors["alpha"].shape == (2, 1, 32, 32)
+    assert Counter(len(k) > 0 for k in batch.keys) == {True: 2}

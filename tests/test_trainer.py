@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,7 +35,7 @@ TINY = [
     "train.batch_size=2",
     "train.log_every=1",
     "train.val_max_samples=2",
-    "train.shuffle_buffer=4",
+    "train.shuffle_window=4",
 ]
 REPO = Path(__file__).resolve().parent.parent
 
@@ -167,7 +168,10 @@ def test_cli_train_and_its_errors(shard_set, tmp_path):
     fails(["--batch-size", "1"], "train.batch_size: must be >= 2")
     fails(["--set", "train.epochz=1"], "train.epochz: unknown key")
     fails(["--set", "sync_bn=true"], "train.sync_bn needs --device cuda")
-    fails(["--loader-workers", "9"], "cannot feed 1 rank(s) x 9 loader worker(s)")
+    fails(
+        ["--loader-workers", "9"],
+        "--loader-workers 9 must divide the per-rank batch (--batch-size 2)",
+    )
     fails(["--shards", str(tmp_path)], "index.json is missing")
     only_train = shutil.copytree(shard_set, tmp_path / "only-train")
     index = json.loads((only_train / "index.json").read_text())
@@ -248,13 +252,13 @@ def test_corrupt_shard_stops_naming_it_or_is_skipped_and_counted(shard_set, tmp_
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "stop")])
     assert result.exit_code == 1, result.output
     assert "corrupt shard" in result.output and "train-00000" in result.output
-    assert "after key o_" in result.output and "train.corrupt=skip" in result.output
+    assert "from key o_" in result.output and "train.corrupt=skip" in result.output
 
     result = CliRunner().invoke(
         app, [*args, "--out", str(tmp_path / "skip"), "--set", "train.corrupt=skip"]
     )
     assert result.exit_code == 0, result.output
-    assert "skipped" in result.output and "corrupt shard(s)/sample(s)" in result.output
+    assert re.search(r"replaced \d+ corrupt sample\(s\)", result.output), result.output
 
 
 # -- DDP: 2 gloo ranks under a real torchrun ------------------------------------------------
@@ -383,3 +387,48 @@ def test_a_killed_rank_comes_back_from_the_last_checkpoint(shard_set, tmp_path):
     steps = _steps(run)
     assert steps[-1] == 60 and sorted(set(steps)) == list(range(1, 61))
     assert load_checkpoint(last)["step"] == 60
+
+
+def _batches(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "batches.jsonl").read_text().splitlines()]
+
+
+def test_the_same_global_batches_on_any_cluster_shape_and_across_resumes(shard_set, tmp_path):
+    """20 steps (3 epochs of 7, global batch 4), keys and input digests from batches.jsonl:
+    1 rank x 2 workers; 1 rank x 0 workers; 1 rank stopped at step 9 and resumed; 2 gloo ranks
+    x 1 worker under torchrun over HTTP, stopped at step 9 and resumed on 1 rank."""
+    one = _cfg("train.batch_size=4", "train.log_batches=true", "train.validate=false")
+    reference = tmp_path / "reference"
+    train(one, RunOptions(str(shard_set), reference, max_steps=20, loader_workers=2))
+    expected = _batches(reference)
+    assert [b["step"] for b in expected] == list(range(1, 21))
+    assert [b["epoch"] for b in expected] == [0] * 7 + [1] * 7 + [2] * 6
+    assert all(len(b["keys"]) == len(b["digests"]) == 4 for b in expected)
+    epoch0 = [key for b in expected[:7] for key in b["keys"]]
+    assert len(set(epoch0)) == 28  # every sample once but the remainder of 2
+    assert epoch0 != [key for b in expected[7:14] for key in b["keys"]]
+
+    inline = tmp_path / "inline"
+    train(one, RunOptions(str(shard_set), inline, max_steps=20, loader_workers=0))
+    assert _batches(inline) == expected
+
+    resumed = tmp_path / "resumed"
+    train(one, RunOptions(str(shard_set), resumed, max_steps=9, loader_workers=1))
+    train(one, RunOptions(str(shard_set), resumed, resume=True, max_steps=20, loader_workers=2))
+    assert _batches(resumed) == expected
+
+    elastic = tmp_path / "elastic"
+    log = ["--set", "train.log_batches=true", "--set", "train.validate=false"]
+    with serve_directory(shard_set.parent) as base:
+        url = base + shard_set.name + "/"
+        first = _run(
+            _torchrun(*_ddp_args(url, elastic, 9, "--loader-workers", "1", *log)), tmp_path
+        )
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert _batches(elastic) == expected[:9]
+    train(one, RunOptions(str(shard_set), elastic, resume=True, max_steps=20, loader_workers=1))
+    assert _batches(elastic) == expected
+
+    other = _cfg("train.batch_size=2", "train.log_batches=true", "train.validate=false")
+    with pytest.raises(ValueError, match="global batch of 4, and this run has 1 rank.* = 2"):
+        train(other, RunOptions(str(shard_set), elastic, resume=True, max_steps=30))

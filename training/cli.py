@@ -222,8 +222,11 @@ def train_command(
     input_size: int | None = typer.Option(
         None, "--input-size", help="Network input side, a multiple of 32 [default: 320]."
     ),
-    loader_workers: int = typer.Option(
-        4, "--loader-workers", help="Data loader processes per rank (0: in the training process)."
+    loader_workers: int | None = typer.Option(
+        None,
+        "--loader-workers",
+        help="Data loader processes per rank, a divisor of --batch-size (0: in the training "
+        "process) [default: the most up to 4 that divide it].",
     ),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     index: str | None = typer.Option(
@@ -247,7 +250,7 @@ def train_command(
 
     try:
         cfg = load_config(config, _train_overrides(overrides, epochs, batch_size, input_size))
-        if loader_workers < 0:
+        if loader_workers is not None and loader_workers < 0:
             raise ValueError(f"--loader-workers must be >= 0, got {loader_workers}")
         if max_steps is not None and max_steps < 1:
             raise ValueError(f"--max-steps must be >= 1, got {max_steps}")
@@ -268,7 +271,7 @@ def train_command(
             + f"  last loss {summary.last_loss:.4f}  {summary.seconds:.1f} s on "
             f"{summary.world_size} rank(s)"
             + (f"  best validation Grad {summary.best_grad:.3f}" if summary.best_grad else "")
-            + (f"  skipped {summary.skipped} corrupt shard(s)/sample(s)" if summary.skipped else "")
+            + (f"  replaced {summary.skipped} corrupt sample(s)" if summary.skipped else "")
         )
         typer.echo(f"checkpoint: {summary.checkpoint}\nlog: {out / 'train.jsonl'}")
 

@@ -1,22 +1,38 @@
-"""Stream augmented training samples from a shard set, in lockstep over ranks.
+"""Stream augmented training samples from a shard set in the exact order of ``training.order``.
 
 The shards come from ``shards.reader.resolve_shards`` (a folder, an HTTP URL, a brace pattern
-or a ``pipe:`` command) and are read by ``shards.reader`` (HTTP through curl, never downloaded
-whole first), keeping only the members the schema marks for training (``fg``, ``bg``,
-``alpha``, ``json``: ``merged`` and ``trimap`` are recomputed from them).
+or a ``pipe:`` command); where each sample lies in its shard comes from the set's
+``samples.parquet`` (``shards.reader.shard_samples``).
 
-``MattingStream`` is the ``IterableDataset``: each epoch the shard list is shuffled with a seed
-that every rank shares, split by node (``rank::world``) and by loader worker, then streamed
-with a sample shuffle buffer. Each worker repeats its shards without end; the trainer takes
-exactly ``steps_per_epoch`` batches, the same on every rank, so shards of uneven size never
-leave a rank waiting in an all-reduce.
+``MattingStream`` is the ``IterableDataset`` of one rank for one epoch, from a given step on.
+Each loader worker (or the training process, with no workers) reads the canonical streams of
+its slots (``training.order.worker_slots``): per stream a forward pass over a few consecutive
+shards, each run of samples read with one request (``open_shard``: a seek on a file, an HTTP
+``Range`` request, a ``pipe:`` read and dropped up to the run). Undecoded samples wait in the
+stream's shuffle window until the order emits them, so at most ``train.shuffle_window`` raw
+samples per stream are held. A resumed stream starts reading at its ``resume_position`` and
+passes over the samples it already gave, undecoded.
+
+Each emitted sample is decoded (only ``fg``, ``bg``, ``alpha`` and ``json``: ``merged`` and
+``trimap`` are recomputed) and augmented with a generator seeded by ``(seed, epoch, key)``
+(``sample_rng``), so its network input does not depend on who reads it or when. Items come out
+one sample at a time, step by step, in slot order; a ``DataLoader`` with ``batch_size=None``
+interleaves its workers round robin, which gives the rank's slice of each global batch in slot
+order, and ``batches()`` stacks each run of ``per_rank`` items into a batch.
+
+Under ``train.corrupt=skip`` a sample that cannot be read or decoded is replaced by the last
+good sample this reader gave (or, before any, by an all-zero sample whose empty unknown region
+gives it no gradient), so every rank still takes the same number of steps; each is counted and
+named on stderr and in the item's ``skipped`` field.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,34 +40,22 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from configs import TrainConfig
 from shards.mattes import BackgroundFit, apply_fit
-from shards.reader import RawSample, ShardError, ShardList, decode, raw_samples
+from shards.reader import (
+    VERIFY_HINT,
+    RawSample,
+    ShardError,
+    ShardList,
+    ShardSamples,
+    decode,
+    raw_samples,
+    shard_samples,
+)
 from shards.schema import TRAIN_MEMBERS
 from training.augment import crop_sample, to_tensors
+from training.order import EpochOrder, Stream, epoch_order, worker_slots
 
 CORRUPT_POLICIES = ("stop", "skip")
-
-
-def steps_per_epoch(total_samples: int, world_size: int, batch_size: int) -> int:
-    """Optimiser steps per epoch, the same on every rank: one pass over the set in total."""
-    steps = total_samples // (world_size * batch_size)
-    if steps < 1:
-        raise ValueError(
-            f"{total_samples} samples cannot fill one step of {world_size} rank(s) x batch "
-            f"{batch_size}; lower --batch-size or build more samples"
-        )
-    return steps
-
-
-def check_shard_count(shards: int, world_size: int, loader_workers: int) -> None:
-    """Every loader worker of every rank needs at least one shard of its own."""
-    consumers = world_size * max(1, loader_workers)
-    if shards < consumers:
-        raise ValueError(
-            f"{shards} shard(s) cannot feed {world_size} rank(s) x {max(1, loader_workers)} "
-            f"loader worker(s) = {consumers} readers: use --loader-workers "
-            f"{max(1, shards // world_size)} or fewer, fewer ranks, or rebuild the set with a "
-            f"smaller --samples-per-shard"
-        )
+DIGEST_HEX = 16  # hex digits of a sample's digest in batches.jsonl (64 bits)
 
 
 def decode_sample(raw: RawSample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -68,8 +72,66 @@ def decode_sample(raw: RawSample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return fg, bg, alpha
 
 
+def sample_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
+    """The generator of one sample's augmentation in one epoch: a function of these alone
+    (the key enters through SHA-256, never Python's per-process ``hash()``)."""
+    digest = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
+    return np.random.default_rng([seed, epoch, digest])
+
+
+def crops_digest(crops: dict[str, np.ndarray]) -> str:
+    """A short hash of a sample's uint8 network inputs: the cropped fg, bg, alpha and trimap."""
+    h = hashlib.sha256()
+    for name in ("fg", "bg", "alpha", "trimap"):
+        h.update(np.ascontiguousarray(crops[name]).tobytes())
+    return h.hexdigest()[:DIGEST_HEX]
+
+
+def check_order(
+    shards: ShardList, cfg: TrainConfig, world_size: int, loader_workers: int
+) -> EpochOrder:
+    """The first epoch's order, after checking that the run's shape can follow it.
+
+    Raises:
+        ValueError: a global batch larger than the epoch, a world size that does not divide
+            it, or ``loader_workers`` that do not divide the per-rank batch (each named).
+    """
+    global_batch = world_size * cfg.batch_size
+    order = epoch_order(shards.samples, cfg.seed, 0, global_batch, cfg.shuffle_window)
+    worker_slots(cfg.batch_size, 0, loader_workers)
+    return order
+
+
+class _StreamReader:
+    """Reads one canonical stream forward and hands out its samples in the order's order."""
+
+    def __init__(self, owner: MattingStream, stream: Stream, start: int) -> None:
+        self.owner, self.stream = owner, stream
+        self.consumed = frozenset(stream.permutation[:start])  # given before the resume
+        self.buffer: dict[int, RawSample | None] = {}  # read, waiting to be emitted
+        self.raws = self._read(stream.resume_position(start))
+
+    def take(self, step: int) -> RawSample | None:
+        """The sample of global batch ``step`` (None: lost to a corrupt shard, skipped)."""
+        want = self.stream.permutation[step]
+        while want not in self.buffer:
+            index, raw = next(self.raws)
+            if index not in self.consumed:
+                self.buffer[index] = raw
+        return self.buffer.pop(want)
+
+    def _read(self, begin: int) -> Iterator[tuple[int, RawSample | None]]:
+        index = begin
+        runs = itertools.groupby(self.stream.samples[begin:], key=lambda ref: ref[0])
+        for shard, refs in runs:
+            positions = [position for _, position in refs]
+            for raw in self.owner.read_run(shard, positions[0], len(positions)):
+                yield index, raw
+                index += 1
+
+
 class MattingStream(IterableDataset):
-    """Endless, epoch-seeded, node- and worker-split stream of augmented training samples."""
+    """One rank's augmented samples of one epoch, from ``start_step`` on, in the exact order."""
 
     def __init__(
         self,
@@ -79,20 +141,32 @@ class MattingStream(IterableDataset):
         world_size: int = 1,
         epoch: int = 0,
         start_step: int = 0,
-        shuffle_buffer: int = 64,
         corrupt: str = "stop",
         skipped=None,
         make_input: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        digests: bool = False,
+        layout: tuple[ShardSamples, ...] | None = None,
     ) -> None:
         if corrupt not in CORRUPT_POLICIES:
             raise ValueError(f"corrupt policy must be one of {CORRUPT_POLICIES}, got {corrupt!r}")
         self.shards, self.cfg = shards, cfg
         self.rank, self.world_size = rank, world_size
         self.epoch, self.start_step = epoch, start_step
-        self.shuffle_buffer, self.corrupt = shuffle_buffer, corrupt
-        self.skipped = skipped  # optional multiprocessing.Value counting skipped shards/samples
+        self.corrupt = corrupt
+        self.skipped = skipped  # optional multiprocessing.Value counting skipped samples
         # the model family's network input (ModelFamily.make_input); None: to_tensors' default
         self.make_input = make_input
+        self.digests = digests  # add each sample's crops_digest (for batches.jsonl)
+        self.layout = layout if layout is not None else shard_samples(shards)
+        self.order = epoch_order(
+            shards.samples, cfg.seed, epoch, world_size * cfg.batch_size, cfg.shuffle_window
+        )
+        self.per_rank = cfg.batch_size
+
+    @property
+    def steps(self) -> int:
+        """Steps in the epoch (``samples // global batch``)."""
+        return self.order.steps
 
     def _count_skip(self, message: str) -> None:
         if self.skipped is not None:
@@ -100,64 +174,136 @@ class MattingStream(IterableDataset):
                 self.skipped.value += 1
         print(f"warning: skipped {message}", file=sys.stderr, flush=True)
 
-    def _my_shards(self, epoch: int, worker: int, workers: int) -> list[str]:
-        # Not webdataset's split_by_node/split_by_worker: those read the rank from the process
-        # group or the environment, and this stream is given its rank (tests run ranks in one
-        # process; the exact training order of issue 12 assigns streams to ranks x workers
-        # itself). The split is these two slices either way.
-        order = np.random.default_rng([self.cfg.seed, epoch]).permutation(len(self.shards.urls))
-        mine = [self.shards.urls[i] for i in order[self.rank :: self.world_size]]
-        return mine[worker::workers]
-
-    def _raw_samples(self, url: str) -> Iterator[RawSample]:
+    def read_run(self, shard: int, first: int, count: int) -> Iterator[RawSample | None]:
+        """Samples ``first .. first + count - 1`` of a shard, raw, read in one request; under
+        the skip policy a shard that fails yields None for each sample it did not give."""
+        url, recorded = self.shards.urls[shard], self.layout[shard]
+        offset, length = recorded.span(first, count)
+        skip = 0 if recorded.offsets is not None else first  # no offsets: read from the start
+        got = 0
         try:
-            yield from raw_samples(url, TRAIN_MEMBERS)  # skips merged and trimap in the stream
+            for raw in raw_samples(url, TRAIN_MEMBERS, offset, length):
+                if skip:
+                    skip -= 1
+                    continue
+                expected = recorded.keys[first + got]
+                if raw.key != expected:
+                    raise ShardError(
+                        f"{url} holds key {raw.key} at position {first + got}, where "
+                        f"samples.parquet records {expected}; {VERIFY_HINT}"
+                    )
+                yield raw
+                got += 1
+                if got == count:
+                    return
+            raise ShardError(
+                f"{url} ended after {first + got} of its samples, {first + count} expected; "
+                f"{VERIFY_HINT}"
+            )
         except ShardError as exc:
-            if self.corrupt == "skip":
-                self._count_skip(f"the rest of shard: {exc}")
-                return
-            raise ShardError(f"{exc}, or train with --set train.corrupt=skip") from exc
+            if self.corrupt != "skip":
+                raise ShardError(
+                    f"{exc} (reading {count} sample(s) from key {recorded.keys[first]}), or "
+                    "train with --set train.corrupt=skip"
+                ) from exc
+            for position in range(first + got, first + count):
+                self._count_skip(f"{recorded.keys[position]}: {exc}")
+                yield None
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+    def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        seed = [self.cfg.seed, self.epoch, self.start_step, self.rank, worker]
-        rng = np.random.default_rng(seed)
-        buffer: list[RawSample] = []
-        for epoch in itertools.count(self.epoch):
-            shards = self._my_shards(epoch, worker, workers)
-            if not shards:
-                raise ValueError(f"rank {self.rank} worker {worker} has no shard")
-            for url in shards:
-                for raw in self._raw_samples(url):
-                    if len(buffer) < self.shuffle_buffer:
-                        buffer.append(raw)
-                        continue
-                    if buffer:  # emit a random buffered sample, keep the new one
-                        slot = int(rng.integers(len(buffer)))
-                        raw, buffer[slot] = buffer[slot], raw
-                    sample = self._augment(raw, rng)
-                    if sample is not None:
-                        yield sample
+        worker, workers = (info.id, info.num_workers) if info else (0, 0)
+        base = self.rank * self.per_rank
+        readers = [
+            _StreamReader(self, self.order.streams[base + slot], self.start_step)
+            for slot in worker_slots(self.per_rank, worker, workers)
+        ]
+        last_good = None
+        for step in range(self.start_step, self.order.steps):
+            for reader in readers:
+                item = self._item(reader.take(step), reader.stream.at(step))
+                if item["skipped"]:
+                    item = _substitute(last_good, item, self.cfg, self.make_input)
+                else:
+                    last_good = item
+                yield item
 
-    def _augment(self, raw: RawSample, rng: np.random.Generator):
+    def _item(self, raw: RawSample | None, ref: tuple[int, int]) -> dict:
+        if raw is None:
+            key = self.layout[ref[0]].keys[ref[1]]
+            return {"key": key, "skipped": f"{key}: its shard could not be read"}
         try:
             fg, bg, alpha = decode_sample(raw)
         except (ValueError, KeyError, TypeError) as exc:
-            if self.corrupt == "skip":
-                self._count_skip(f"sample {raw.url} key {raw.key}: {exc}")
-                return None
-            raise ShardError(f"corrupt sample {raw.url} key {raw.key}: {exc}") from exc
-        return to_tensors(crop_sample(fg, bg, alpha, self.cfg, rng), self.make_input)
+            if self.corrupt != "skip":
+                raise ShardError(
+                    f"corrupt sample {raw.url} key {raw.key}: {exc}, or train with "
+                    "--set train.corrupt=skip"
+                ) from exc
+            self._count_skip(f"sample {raw.url} key {raw.key}: {exc}")
+            return {"key": raw.key, "skipped": f"{raw.key}: {exc}"}
+        crops = crop_sample(fg, bg, alpha, self.cfg, sample_rng(self.cfg.seed, self.epoch, raw.key))
+        item = to_tensors(crops, self.make_input)
+        item.update(key=raw.key, digest=crops_digest(crops) if self.digests else "", skipped="")
+        return item
 
 
-def make_loader(stream: MattingStream, batch_size: int, workers: int) -> DataLoader:
-    """Batches of ``batch_size`` from ``workers`` processes (0: in this process)."""
+def _substitute(last_good: dict | None, bad: dict, cfg: TrainConfig, make_input) -> dict:
+    """What stands in for a skipped sample: the last good one, or a sample with no gradient."""
+    if last_good is None:
+        side = cfg.input_size
+        zeros = {
+            "fg": np.zeros((side, side, 3), np.uint8),
+            "bg": np.zeros((side, side, 3), np.uint8),
+            "alpha": np.zeros((side, side), np.uint8),
+            "trimap": np.zeros((side, side), np.uint8),  # no unknown pixel: a zero gradient
+        }
+        last_good = {**to_tensors(zeros, make_input), "key": "", "digest": crops_digest(zeros)}
+    return {**last_good, "skipped": bad["skipped"]}
+
+
+@dataclass
+class Batch:
+    """One rank's slice of a global batch: stacked tensors and, per sample, what it is."""
+
+    tensors: dict[str, torch.Tensor]
+    keys: list[str]
+    digests: list[str]
+    skipped: list[str]  # why each skipped sample was replaced ("" for the others)
+
+
+def batches(items: Iterator[dict], per_rank: int) -> Iterator[Batch]:
+    """Stack each run of ``per_rank`` consecutive items (one step's slots) into a batch."""
+    while True:
+        group = list(itertools.islice(items, per_rank))
+        if not group:
+            return
+        if len(group) < per_rank:
+            raise RuntimeError(f"the loader ended inside a batch ({len(group)} of {per_rank})")
+        first = group[0]
+        tensors = {
+            name: torch.stack([item[name] for item in group])
+            for name, value in first.items()
+            if isinstance(value, torch.Tensor)
+        }
+        yield Batch(
+            tensors,
+            [item["key"] for item in group],
+            [item["digest"] for item in group],
+            [item["skipped"] for item in group],
+        )
+
+
+def make_loader(stream: MattingStream, workers: int) -> DataLoader:
+    """The stream's items from ``workers`` processes (0: in this process), one at a time in
+    slot order (the workers' outputs interleaved round robin); ``batches()`` stacks them."""
+    per_worker = stream.per_rank // max(1, workers)
     return DataLoader(
         stream,
-        batch_size=batch_size,
+        batch_size=None,
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
-        prefetch_factor=4 if workers else None,
+        prefetch_factor=2 * per_worker if workers else None,  # two steps ahead
+        in_order=True,
     )

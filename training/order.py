@@ -1,7 +1,6 @@
-"""The training data order (issue 12, first step): a pure function of the index, seed and epoch.
+"""The training data order: a pure function of the index, the seed, the epoch and the global batch.
 
-Not yet used by the trainer (``training.data.MattingStream`` still streams as before); the
-next step reads shards in this order. The design, which the tests pin:
+``training.data.MattingStream`` reads the shards in this order. The design, which the tests pin:
 
 - **One concatenation per epoch.** The train shards are permuted with a generator seeded by
   ``(seed, epoch)`` and laid end to end: ``N`` samples, each a ``(shard, position)`` pair.
@@ -105,11 +104,17 @@ def worker_slots(per_rank: int, worker: int, workers: int) -> range:
     """
     workers = max(1, workers)
     if per_rank % workers:
+        fits = ", ".join(str(w) for w in range(1, per_rank + 1) if per_rank % w == 0)
         raise ValueError(
-            f"--loader-workers {workers} must divide the per-rank batch {per_rank}, so that "
-            "each loader worker reads whole streams"
+            f"--loader-workers {workers} must divide the per-rank batch (--batch-size "
+            f"{per_rank}), so that each loader worker reads whole streams: use one of {fits}"
         )
     return range(worker, per_rank, workers)
+
+
+def default_workers(per_rank: int, most: int = 4) -> int:
+    """The most loader workers, up to ``most``, that divide the per-rank batch."""
+    return max(w for w in range(1, most + 1) if per_rank % w == 0)
 
 
 def window_permutation(length: int, window: int, rng: np.random.Generator) -> tuple[int, ...]:

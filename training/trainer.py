@@ -10,13 +10,17 @@ writes to ``RUN_DIR``:
   states; ``checkpoints/best.pt`` by validation Grad when validation is on;
 - ``train.jsonl``: every ``log_every`` steps the loss terms, learning rates, ms per step, ms
   waiting for data and samples/s; a ``validation`` record per epoch; a ``resume`` record when a
-  run continues;
+  run continues; a ``skipped`` record per sample replaced under ``train.corrupt=skip``;
+- ``batches.jsonl`` with ``train.log_batches``: per global step its keys and input digests;
 - ``config.yaml``: the resolved config.
 
-Every rank runs exactly ``steps_per_epoch`` steps (from the index's sample counts), so uneven
-shards never leave a rank waiting in an all-reduce. A non-finite loss on any rank stops every
-rank before the update, with the last good checkpoint intact. ``--resume``, or a restart by
-``torchrun --max-restarts``, continues from ``last.pt`` at its step.
+The data order is ``training.order``'s: global batch ``k`` of epoch ``e`` is a function of the
+index, the seed, ``e`` and the global batch G = ranks x ``batch_size``, and every rank takes
+exactly ``samples // G`` steps per epoch, so uneven shards never leave a rank waiting in an
+all-reduce. A non-finite loss on any rank stops every rank before the update, with the last
+good checkpoint intact. ``--resume``, or a restart by ``torchrun --max-restarts``, continues
+from ``last.pt`` with the next global batch of the uninterrupted run, on any number of ranks
+and loader workers that gives the same G.
 """
 
 from __future__ import annotations
@@ -37,16 +41,18 @@ from torch.nn.parallel import DistributedDataParallel
 
 from configs import Config
 from shards.atomic import atomic_write_bytes
-from shards.reader import resolve_shards
+from shards.reader import resolve_shards, shard_samples
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.data import MattingStream, check_shard_count, make_loader, steps_per_epoch
+from training.data import Batch, MattingStream, batches, check_order, make_loader
 from training.distributed import all_true, device_for, join_process_group, restarted
 from training.families import ParamGroup, build_model, get_family, parameter_groups
 from training.loss import matting_loss
+from training.order import default_workers
 from training.validate import validate
 
 LAST, BEST = "last.pt", "best.pt"
 LOG_NAME = "train.jsonl"
+BATCHES_NAME = "batches.jsonl"
 
 
 class TrainingError(RuntimeError):
@@ -62,7 +68,9 @@ class RunOptions:
     index: str | None = None  # the set's folder/URL when ``shards`` cannot locate it (pipe:)
     resume: bool = False  # continue from RUN_DIR/checkpoints/last.pt
     max_steps: int | None = None  # stop after this many steps in total (for short runs)
-    loader_workers: int = 4  # DataLoader processes per rank (0: load in the training process)
+    # DataLoader processes per rank, a divisor of the batch (0: load in the training process;
+    # None: the most up to 4 that divide it)
+    loader_workers: int | None = None
     device: str = "cpu"  # cpu or cuda
     backbone: Path | None = None  # ImageNet MobileNetV2 weights for a fresh encoder
 
@@ -167,8 +175,12 @@ class _Run:
                 f"{options.shards}: the shard set has no validation shards to score after each "
                 "epoch; pass --set train.validate=false to train without validation"
             )
-        check_shard_count(len(self.shards.urls), self.world, options.loader_workers)
-        self.per_epoch = steps_per_epoch(self.shards.total, self.world, t.batch_size)
+        self.global_batch = self.world * t.batch_size
+        self.workers = options.loader_workers
+        if self.workers is None:
+            self.workers = default_workers(t.batch_size)
+        self.per_epoch = check_order(self.shards, t, self.world, self.workers).steps
+        self.layout = shard_samples(self.shards)  # where each sample lies, for every epoch
         self.total_steps = self.per_epoch * t.epochs
         if options.max_steps is not None:
             self.total_steps = min(self.total_steps, options.max_steps)
@@ -209,6 +221,9 @@ class _Run:
         self.net = DistributedDataParallel(model, device_ids=ids) if self.world > 1 else model
         self.skipped = torch.multiprocessing.get_context("fork").Value("i", 0)
         self.log = open(out / LOG_NAME, "a") if self.rank == 0 else None  # noqa: SIM115
+        self.batch_log = None
+        if t.log_batches and self.rank == 0:
+            self.batch_log = open(out / BATCHES_NAME, "a")  # noqa: SIM115
 
     def _resume(self) -> None:
         last = self.ckpt_dir / LAST
@@ -219,7 +234,19 @@ class _Run:
                 raise ValueError(f"--resume: no checkpoint at {last}")
             return  # restarted before the first checkpoint: start over
         state = load_checkpoint(last)
-        changed = _changed(state.get("config") or {}, self.cfg.to_dict())
+        saved_batch = state.get("global_batch")
+        if saved_batch is not None and saved_batch != self.global_batch:
+            raise ValueError(
+                f"{last} was trained with a global batch of {saved_batch}, and this run has "
+                f"{self.world} rank(s) x --batch-size {self.cfg.train.batch_size} = "
+                f"{self.global_batch}; resume with ranks x batch size = {saved_batch} to "
+                "continue its data order"
+            )
+        changed = [
+            change
+            for change in _changed(state.get("config") or {}, self.cfg.to_dict())
+            if not (change.startswith("train.batch_size:") and saved_batch is not None)
+        ]
         if changed and self.rank == 0:
             print(
                 f"warning: resuming {last} with a config that differs from its own in "
@@ -259,6 +286,8 @@ class _Run:
             scheduler=self.scheduler.state_dict(),
             epoch=self.step // self.per_epoch,
             step=self.step,
+            step_in_epoch=self.step % self.per_epoch,
+            global_batch=self.global_batch,
             rng=_rng_state(),
             best_grad=self.summary.best_grad,
         )
@@ -286,9 +315,27 @@ class _Run:
             self.summary.best_grad = metrics["grad"]
             self._checkpoint(BEST)
 
-    def _train_step(self, batch: dict[str, torch.Tensor], epoch: int) -> dict[str, float]:
+    def _log_batch(self, batch: Batch, epoch: int) -> None:
+        """Rank 0 appends the global batch (every rank's slice, rank 0 first) to batches.jsonl;
+        every rank records the samples it replaced under ``train.corrupt=skip``."""
+        mine = (batch.keys, batch.digests)
+        if self.cfg.train.log_batches:
+            slices = [mine]
+            if self.world > 1:
+                slices = [None] * self.world
+                dist.all_gather_object(slices, mine)
+            if self.batch_log is not None:
+                keys = [key for got, _ in slices for key in got]
+                digests = [digest for _, got in slices for digest in got]
+                record = {"epoch": epoch, "step": self.step, "keys": keys, "digests": digests}
+                self.batch_log.write(json.dumps(record) + "\n")
+                self.batch_log.flush()
+        for reason in filter(None, batch.skipped):
+            self._write({"skipped": reason, "rank": self.rank, "step": self.step})
+
+    def _train_step(self, tensors: dict[str, torch.Tensor], epoch: int) -> dict[str, float]:
         t = self.cfg.train
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in tensors.items()}
         image = batch["image"]
         if t.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
@@ -331,20 +378,22 @@ class _Run:
             self.world,
             epoch,
             in_epoch,
-            t.shuffle_buffer,
             t.corrupt,
             self.skipped,
             get_family(self.cfg.model.family).make_input,
+            digests=t.log_batches,
+            layout=self.layout,
         )
-        loader = iter(make_loader(stream, t.batch_size, self.options.loader_workers))
+        loader = batches(iter(make_loader(stream, self.workers)), t.batch_size)
         self.net.train()
         tick = time.perf_counter()
         while in_epoch < self.per_epoch and self.step < self.total_steps:
             batch = next(loader)
             got = time.perf_counter()
-            losses = self._train_step(batch, epoch)
+            losses = self._train_step(batch.tensors, epoch)
             self.step += 1
             in_epoch += 1
+            self._log_batch(batch, epoch)
             done = time.perf_counter()
             self.summary.last_loss = losses["loss"]
             if self.rank == 0:
@@ -398,8 +447,9 @@ class _Run:
         return s
 
     def close(self) -> None:
-        if self.log is not None:
-            self.log.close()
+        for log in (self.log, self.batch_log):
+            if log is not None:
+                log.close()
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
