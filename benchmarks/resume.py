@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(
             overrides=[
                 f"data.bgs_per_train_fg={args.per_fg}", "data.bgs_per_val_fg=2",
-                "data.samples_per_shard=64", "data.val_count=1",
+                "data.samples_per_shard=64",
             ]
         )  # fmt: skip
         out = root / "shards"

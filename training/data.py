@@ -10,8 +10,8 @@ its slots (``training.order.worker_slots``): per stream a forward pass over a fe
 shards, each run of samples read with one request (``open_shard``: a seek on a file, an HTTP
 ``Range`` request, a ``pipe:`` read and dropped up to the run). Undecoded samples wait in the
 stream's shuffle window until the order emits them, so at most ``train.shuffle_window`` raw
-samples per stream are held. A resumed stream starts reading at its ``resume_position`` and
-passes over the samples it already gave, undecoded.
+samples per stream are held. A resumed stream reads only what it has still to give: the few
+samples that were waiting in its window, each with a small read, then the rest in one pass.
 
 Each emitted sample is decoded (only ``fg``, ``bg``, ``alpha`` and ``json``: ``merged`` and
 ``trimap`` are recomputed) and augmented with a generator seeded by ``(seed, epoch, key)``
@@ -103,31 +103,40 @@ def check_order(
 
 
 class _StreamReader:
-    """Reads one canonical stream forward and hands out its samples in the order's order."""
+    """Reads one canonical stream forward and hands out its samples in the order's order.
+
+    It reads only the samples still to be emitted from ``start`` on, in read order, grouping
+    consecutive ones of a shard into one request: the whole stream from the start, or after a
+    resume the few samples that were waiting in the shuffle window (each its own small read)
+    and then the rest, so a resume reads no byte of a sample already given.
+    """
 
     def __init__(self, owner: MattingStream, stream: Stream, start: int) -> None:
         self.owner, self.stream = owner, stream
-        self.consumed = frozenset(stream.permutation[:start])  # given before the resume
         self.buffer: dict[int, RawSample | None] = {}  # read, waiting to be emitted
-        self.raws = self._read(stream.resume_position(start))
+        self.raws = self._read(sorted(stream.permutation[start:]))
 
     def take(self, step: int) -> RawSample | None:
         """The sample of global batch ``step`` (None: lost to a corrupt shard, skipped)."""
         want = self.stream.permutation[step]
         while want not in self.buffer:
             index, raw = next(self.raws)
-            if index not in self.consumed:
-                self.buffer[index] = raw
+            self.buffer[index] = raw
         return self.buffer.pop(want)
 
-    def _read(self, begin: int) -> Iterator[tuple[int, RawSample | None]]:
-        index = begin
-        runs = itertools.groupby(self.stream.samples[begin:], key=lambda ref: ref[0])
-        for shard, refs in runs:
-            positions = [position for _, position in refs]
-            for raw in self.owner.read_run(shard, positions[0], len(positions)):
-                yield index, raw
-                index += 1
+    def _read(self, indices: list[int]) -> Iterator[tuple[int, RawSample | None]]:
+        samples = self.stream.samples
+        runs: list[list[int]] = []
+        for index in indices:
+            last = runs[-1][-1] if runs else None
+            if last is not None and index == last + 1 and samples[index][0] == samples[last][0]:
+                runs[-1].append(index)
+            else:
+                runs.append([index])
+        for run in runs:
+            shard, first = samples[run[0]]
+            for offset, raw in enumerate(self.owner.read_run(shard, first, len(run))):
+                yield run[offset], raw
 
 
 class MattingStream(IterableDataset):
