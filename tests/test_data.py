@@ -150,7 +150,7 @@ def test_each_sample_of_an_epoch_is_fetched_once(shard_set):
             wanted = {
                 ref
                 for stream in order.streams
-                for ref in (stream.samples[i] for i in stream.permutation[resume:])
+                for ref in (stream.samples[i] for i in stream.remaining(resume))
             }
             assert sum(size for _, _, size in tars) == sum(
                 recorded[s].lengths[p] for s, p in wanted

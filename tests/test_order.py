@@ -74,14 +74,13 @@ def test_the_window_shuffle_is_a_bounded_permutation(length, window):
         assert p == tuple(range(length))
 
 
-def test_resume_positions_skip_only_what_was_consumed():
+def test_a_resume_reads_only_what_was_not_consumed():
     order = epoch_order(SHARDS, seed=5, epoch=1, global_batch=4, window=5)
     for stream in order.streams:
         for step in range(order.steps + 1):
-            start = stream.resume_position(step)
-            remaining = stream.permutation[step:]
-            assert all(i >= start for i in remaining)
-            assert step == order.steps or start in remaining
+            todo = stream.remaining(step)
+            assert todo == sorted(todo) and set(todo) == set(stream.permutation[step:])
+            assert not set(todo) & set(stream.permutation[:step])
 
 
 def test_bad_shapes_are_clear_errors():

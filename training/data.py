@@ -114,7 +114,7 @@ class _StreamReader:
     def __init__(self, owner: MattingStream, stream: Stream, start: int) -> None:
         self.owner, self.stream = owner, stream
         self.buffer: dict[int, RawSample | None] = {}  # read, waiting to be emitted
-        self.raws = self._read(sorted(stream.permutation[start:]))
+        self.raws = self._read(stream.remaining(start))
 
     def take(self, step: int) -> RawSample | None:
         """The sample of global batch ``step`` (None: lost to a corrupt shard, skipped)."""

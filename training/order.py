@@ -22,8 +22,8 @@
 
 So global batch ``k`` depends on the index, the seed, the epoch and ``G`` only: the same keys on
 any number of ranks, nodes and loader workers. Resuming at step ``k`` needs, per stream, only
-``permutation[k:]`` and the smallest read position among them (``resume_position``): the reader
-seeks there and never decodes what was consumed.
+the read indices still to be emitted (``Stream.remaining``): the reader reads those, grouping
+consecutive ones into one request, and no byte of what was consumed.
 """
 
 from __future__ import annotations
@@ -53,11 +53,10 @@ class Stream:
         """The sample this stream gives to global batch ``step``."""
         return self.samples[self.permutation[step]]
 
-    def resume_position(self, step: int) -> int:
-        """Where a reader resuming at ``step`` starts: the smallest read index still to be
-        emitted. Samples from there on that were emitted before ``step`` are read past, never
-        decoded."""
-        return min(self.permutation[step:], default=len(self.samples))
+    def remaining(self, step: int) -> list[int]:
+        """The read indices still to be emitted from ``step`` on, in read order: all of them at
+        step 0; after a resume, the few waiting in the shuffle window, then the rest."""
+        return sorted(self.permutation[step:])
 
 
 @dataclass(frozen=True)
@@ -127,7 +126,7 @@ def window_permutation(length: int, window: int, rng: np.random.Generator) -> tu
     Returns:
         ``p`` with ``p[k]`` the input index emitted ``k``-th. ``p[k] <= k + window - 1``: the
         reader is never more than a window ahead of training. A sample may wait in the buffer
-        for long, which is why a resumed reader starts at ``Stream.resume_position``.
+        for long, which is why a resumed reader reads ``Stream.remaining``, not a window back.
     """
     if window <= 1 or length <= 1:
         return tuple(range(length))
