@@ -72,6 +72,8 @@ class TrainConfig:
     # how the trainer runs (not part of the reference recipe)
     shuffle_window: int = 16  # raw samples each canonical stream shuffles within (<= 1: none)
     log_batches: bool = False  # rank 0 appends each global batch's keys, digests to batches.jsonl
+    decode_cache_mb: int = 512  # per loader process: decoded fg/alpha kept while needed (0: off)
+    target_step_ms: float = 50.0  # the GPU step time --data-only sizes --loader-workers for
     bf16: bool = False  # bfloat16 autocast for the forward pass (the loss stays float32)
     channels_last: bool = False  # NHWC memory format (faster convolutions on GPUs)
     sync_bn: bool = False  # SyncBatchNorm across ranks (decoder BN; encoder BN stays frozen)
@@ -85,6 +87,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _at_least(self, "batch_size", 2)  # BatchNorm after ASPP's global pool needs B >= 2
         _at_least(self, "shuffle_window", 0)
+        _at_least(self, "decode_cache_mb", 0)
+        if self.target_step_ms <= 0:
+            _fail("train.target_step_ms", f"must be > 0, got {self.target_step_ms}")
         _at_least(self, "val_max_samples", 0)
         _at_least(self, "validate_every", 1)
         _at_least(self, "log_every", 1)

@@ -39,6 +39,9 @@ class Member:
         sized: it has the sample's height and width (the ``json`` record's); False for a
             source kept at its own size (``bg``, fitted at load time).
         values: the only pixel values it may hold, or None for any.
+        shared: byte-identical in every sample of one foreground, so the training loader
+            decodes it once per visit (``training.decode_cache``); it must also be ``hashed``,
+            whose recorded sha256 tells the loader which later samples hold the same bytes.
     """
 
     name: str
@@ -51,6 +54,7 @@ class Member:
     scored: bool = False
     sized: bool = True
     values: tuple[int, ...] | None = None
+    shared: bool = False
 
     def file(self, ext: str | None = None) -> str:
         """The member's file name after the key: ``merged.png``; ``fg.jpg`` given ``ext="jpg"``.
@@ -68,8 +72,8 @@ class Member:
 MEMBERS: tuple[Member, ...] = (
     # every member is in both splits, hashed and deep-checked unless a row says otherwise
     Member("merged", "merged.png", "color", scored=True),  # alpha*fg + (1-alpha)*fit(bg)
-    Member("alpha", "alpha.png", "grey", train=True, scored=True),  # the matte, the truth
-    Member("fg", "fg.{ext}", "color", train=True),  # the original photo's bytes, untouched
+    Member("alpha", "alpha.png", "grey", train=True, scored=True, shared=True),  # the truth
+    Member("fg", "fg.{ext}", "color", train=True, shared=True),  # the original photo, untouched
     Member("bg", "bg.{ext}", "color", train=True, sized=False),  # the background photo's bytes
     Member("trimap", "trimap.png", "grey", scored=True, values=TRIMAP_VALUES),
     Member("json", "json", "json", train=True, sized=False),  # the sample's record (bg_fit, ...)
@@ -77,6 +81,8 @@ MEMBERS: tuple[Member, ...] = (
 BY_NAME: dict[str, Member] = {m.name: m for m in MEMBERS}
 TRAIN_MEMBERS = tuple(m.name for m in MEMBERS if m.train)  # what the training loader decodes
 SCORED_MEMBERS = tuple(m.name for m in MEMBERS if m.scored)  # what validation decodes
+# what the training loader decodes once per foreground visit (hashed, so their sha256 is known)
+SHARED_MEMBERS = tuple(m.name for m in MEMBERS if m.train and m.shared and m.hashed)
 
 
 def member(name: str) -> Member:

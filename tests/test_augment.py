@@ -8,8 +8,12 @@ import torch
 from configs import load_config
 from shards.mattes import trimap_from_alpha
 from training.augment import (
+    CROP_CHANNELS,
     _window_trimap,
+    compose_batch,
     crop_sample,
+    matte_maps,
+    pack_crops,
     sample_band_pixel,
     to_tensors,
 )
@@ -143,3 +147,59 @@ def test_band_pixels_are_drawn_uniformly_from_the_band():
     assert 0 < band.sum() < band.size
     assert counts[band].min() > 55 and counts[band].max() < 150  # 100 expected each
     assert sample_band_pixel(np.zeros((8, 8), bool), radius, rng) is None
+
+
+def _random_crops(rng, side=8):
+    return {
+        "fg": rng.integers(0, 256, (side, side, 3), dtype=np.uint8),
+        "bg": rng.integers(0, 256, (side, side, 3), dtype=np.uint8),
+        "alpha": rng.integers(0, 256, (side, side), dtype=np.uint8),
+        "trimap": rng.choice(np.array([0, 128, 255], np.uint8), (side, side)),
+    }
+
+
+def test_packed_crops_hold_every_plane_and_compose_as_one_sample_does():
+    rng = np.random.default_rng(1)
+    samples = [_random_crops(rng) for _ in range(3)]
+    packed = torch.stack([pack_crops(c) for c in samples])
+    assert packed.dtype == torch.uint8 and packed.shape == (3, 8, 8, 8)
+    for crops, planes in zip(samples, packed, strict=True):
+        assert np.array_equal(planes[..., CROP_CHANNELS["fg"]].numpy(), crops["fg"])
+        assert np.array_equal(planes[..., CROP_CHANNELS["bg"]].numpy(), crops["bg"])
+        assert np.array_equal(planes[..., 6].numpy(), crops["alpha"])
+        assert np.array_equal(planes[..., 7].numpy(), crops["trimap"])
+    batch = compose_batch(packed)
+    for i, crops in enumerate(samples):  # the batched step gives each sample's own tensors
+        for name, tensor in to_tensors(crops).items():
+            assert torch.equal(batch[name][i], tensor), name
+    # and the same float math as written out by hand: merged = a * fg + (1 - a) * bg
+    a = torch.from_numpy(samples[0]["alpha"]).float() / 255
+    fg = torch.from_numpy(samples[0]["fg"]).permute(2, 0, 1).float() / 255
+    bg = torch.from_numpy(samples[0]["bg"]).permute(2, 0, 1).float() / 255
+    assert torch.allclose(batch["merged"][0], a * fg + (1 - a) * bg, atol=1e-6)
+
+
+def test_crops_from_matte_maps_equal_the_crops_without_them():
+    """The maps a cached matte keeps (one distance transform of the whole matte) give exactly
+    the crops of the per-window trimap, for every seed, radius and crop side."""
+    cfg = _cfg(trimap_radius=[1, 30], flip_prob=0.5)
+    fg, bg, _ = _sample(h=90, w=120)
+    for matte_seed in range(4):
+        alpha = _soft_matte(seed=matte_seed)
+        maps = matte_maps(alpha)
+        assert maps.near is not None and maps.nbytes == alpha.size + maps.tiles.size
+        for seed in range(40):
+            plain = crop_sample(fg, bg, alpha, cfg, np.random.default_rng(seed))
+            fast = crop_sample(fg, bg, alpha, cfg, np.random.default_rng(seed), maps)
+            for name in plain:
+                assert np.array_equal(plain[name], fast[name]), (matte_seed, seed, name)
+    binary = (np.arange(90 * 120).reshape(90, 120) % 2 * 255).astype(np.uint8)
+    assert matte_maps(binary).near is None
+    plain = crop_sample(fg, bg, binary, cfg, np.random.default_rng(0))
+    fast = crop_sample(fg, bg, binary, cfg, np.random.default_rng(0), matte_maps(binary))
+    assert all(np.array_equal(plain[k], fast[k]) for k in plain)
+    wide = _cfg(trimap_radius=[255, 300])  # beyond what near holds: the window path is used
+    alpha = _soft_matte(seed=0)
+    plain = crop_sample(fg, bg, alpha, wide, np.random.default_rng(2))
+    fast = crop_sample(fg, bg, alpha, wide, np.random.default_rng(2), matte_maps(alpha))
+    assert all(np.array_equal(plain[k], fast[k]) for k in plain)

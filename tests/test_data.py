@@ -13,7 +13,7 @@ import torch
 from configs import load_config
 from shards.reader import ShardError, resolve_shards, shard_samples
 from tests.conftest import serve_directory
-from training.data import MattingStream, batches, check_order, make_loader
+from training.data import MattingStream, batches, check_order, device_inputs, make_loader
 
 
 def _train_cfg(**train):
@@ -107,7 +107,9 @@ def test_a_resumed_stream_continues_the_order_without_decoding_what_was_consumed
     import training.data as data
 
     real = data.decode_sample
-    monkeypatch.setattr(data, "decode_sample", lambda raw: decoded.append(raw.key) or real(raw))
+    monkeypatch.setattr(
+        data, "decode_sample", lambda raw, *a: decoded.append(raw.key) or real(raw, *a)
+    )
     for start in (1, 5, 6):
         decoded.clear()
         assert _run(shards, start=start, batch=4) == reference[start:]
@@ -211,7 +213,8 @@ def test_the_skip_policy_replaces_and_counts_and_keeps_the_step_count(shard_set,
     assert len(got) == 7  # as many steps as an undamaged set: ranks stay in lockstep
     reasons = [reason for b in got for reason in b.skipped if reason]
     assert 0 < len(reasons) == skipped.value < 8
-    assert all(torch.isfinite(b.tensors["image"]).all() for b in got)
+    cpu = torch.device("cpu")
+    assert all(torch.isfinite(device_inputs(b.tensors, cpu)["image"]).all() for b in got)
     reference = _run(resolve_shards(str(shard_set)), batch=4)
     fine = [
         (key, digest)
@@ -224,10 +227,47 @@ def test_the_skip_policy_replaces_and_counts_and_keeps_the_step_count(shard_set,
         MattingStream(shards, cfg, corrupt="ignore")
 
 
-def test_loader_items_are_network_ready(shard_set):
+def test_loader_items_are_uint8_crops_that_the_step_composes(shard_set):
     shards = resolve_shards(str(shard_set))
     stream = MattingStream(shards, _train_cfg(batch_size=2))
     batch = next(batches(iter(make_loader(stream, 2)), 2))
-    assert batch.tensors["image"].shape == (2, 4, 32, 32)
-    assert batch.tensors["alpha"].shape == (2, 1, 32, 32)
+    assert list(batch.tensors) == ["crops"]
+    assert batch.tensors["crops"].shape == (2, 32, 32, 8)
+    assert batch.tensors["crops"].dtype == torch.uint8
+    inputs = device_inputs(batch.tensors, torch.device("cpu"), channels_last=True)
+    assert inputs["image"].shape == (2, 4, 32, 32)
+    assert inputs["image"].is_contiguous(memory_format=torch.channels_last)
+    assert inputs["alpha"].shape == inputs["unknown"].shape == (2, 1, 32, 32)
     assert Counter(len(k) > 0 for k in batch.keys) == {True: 2}
+
+
+def test_the_decode_cache_and_the_float_baseline_change_no_sample(shard_set):
+    """Decoding a foreground once per visit (any bound, any loader shape) and shipping uint8
+    crops give exactly the samples of a fresh decode each time composed in the loader."""
+    shards = resolve_shards(str(shard_set))
+    reference = _run(shards, batch=4, cache_bytes=0)
+    counts = torch.multiprocessing.get_context("fork").Array("q", 2)
+    assert _run(shards, batch=4, workers=2, cache_counts=counts) == reference
+    hits, lookups = counts[:]
+    assert lookups == 2 * 28  # fg and alpha of the 7 steps x 4 samples
+    assert 28 <= hits < lookups  # 5 foregrounds, each decoded at least once per process
+    assert _run(shards, batch=4, cache_bytes=300_000) == reference  # room for a few only
+    cfg = _train_cfg(batch_size=4)
+    packed = MattingStream(shards, cfg)
+    floats = MattingStream(shards, cfg, ship="float", cache_bytes=0)
+    cpu = torch.device("cpu")
+    for a, b in zip(batches(iter(packed), 4), batches(iter(floats), 4), strict=True):
+        composed, made = device_inputs(a.tensors, cpu), device_inputs(b.tensors, cpu)
+        assert a.keys == b.keys and composed.keys() == made.keys()
+        assert all(torch.equal(composed[name], made[name]) for name in made)
+    with pytest.raises(ValueError, match="ship must be uint8 or float"):
+        MattingStream(shards, cfg, ship="half")
+
+
+def test_batches_stack_into_pinned_memory_when_asked(shard_set):
+    shards = resolve_shards(str(shard_set))
+    stream = MattingStream(shards, _train_cfg(batch_size=2))
+    batch = next(batches(iter(stream), 2))
+    assert not batch.tensors["crops"].is_pinned()
+    if torch.cuda.is_available():  # pinning needs a CUDA runtime
+        assert next(batches(iter(stream), 2, pin=True)).tensors["crops"].is_pinned()

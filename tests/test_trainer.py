@@ -156,6 +156,22 @@ def test_cli_train_and_its_errors(shard_set, tmp_path):
     assert "steps 2" in result.output and "checkpoint:" in result.output
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
 
+    # --data-only: the same data path, timed, in a run directory of its own
+    data_run = tmp_path / "data-only"
+    only = [a if a != str(run) else str(data_run) for a in args]
+    only[only.index("--max-steps") + 1] = "5"
+    only[only.index("--loader-workers") + 1] = "2"
+    result = runner.invoke(app, [*only, "--data-only", "--set", "target_step_ms=20"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((data_run / "data_only.json").read_text())
+    assert report["samples"] == 4 * 2 and report["steps"] == 5  # timed after the first batch
+    assert report["loader_workers"] == 2 and report["samples_per_s"] > 0
+    assert report["per_process_samples_per_s"] == pytest.approx(report["samples_per_s"] / 2, 0.01)
+    assert report["samples_per_s_needed"] == 100.0  # batch 2 every 20 ms
+    assert 0 < report["cache_hit_rate"] < 1
+    assert "--loader-workers" in result.output and "samples/s per loader process" in result.output
+    assert not (data_run / "checkpoints").exists()  # no model, no checkpoint
+
     def fails(extra: list[str], message: str, out: Path = tmp_path / "other") -> None:
         argv = [a if a != str(run) else str(out) for a in args] + extra
         result = runner.invoke(app, argv)
@@ -173,6 +189,7 @@ def test_cli_train_and_its_errors(shard_set, tmp_path):
         "--loader-workers 9 must divide the per-rank batch (--batch-size 2)",
     )
     fails(["--shards", str(tmp_path)], "index.json is missing")
+    fails(["--data-only", "--max-steps", "1"], "--data-only times from the first batch")
     only_train = shutil.copytree(shard_set, tmp_path / "only-train")
     index = json.loads((only_train / "index.json").read_text())
     index["shards"] = [s for s in index["shards"] if s["split"] == "train"]

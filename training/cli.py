@@ -232,6 +232,14 @@ def train_command(
     index: str | None = typer.Option(
         None, "--index", help="The shard set's folder or URL, for pipe: sources."
     ),
+    data_only: bool = typer.Option(
+        False,
+        "--data-only",
+        help="Run only the data path (the same order, augmentation and loader processes, "
+        "batches moved to --device and composed there), no model, for --max-steps steps "
+        "[default: one epoch]; print samples/s per loader process and how many a GPU at "
+        "train.target_step_ms needs; write RUN_DIR/data_only.json.",
+    ),
 ) -> None:
     """Train IndexNet on a shard set with the reference recipe (configs/default.yaml).
 
@@ -239,7 +247,8 @@ def train_command(
     torchrun --nproc-per-node 8 -m training --shards ... --out ... (or the path of the
     indexnet script followed by train). Writes RUN_DIR/checkpoints/last.pt (every epoch and
     every train.checkpoint_every steps), best.pt (by validation Grad), train.jsonl and
-    config.yaml. --resume, or a torchrun restart, continues from last.pt. Exit code 0: done;
+    config.yaml. --resume, or a torchrun restart, continues from last.pt. --data-only times the
+    data path alone, to size --loader-workers for a GPU. Exit code 0: done;
     1: training stopped (non-finite loss, corrupt shard); 2: bad options, config or shards.
     """
     from shards.reader import ShardError
@@ -258,6 +267,13 @@ def train_command(
             shards, out, index, resume, max_steps, loader_workers, device, backbone
         )
         rank = int(os.environ.get("RANK", "0"))
+        if data_only:
+            from training.data_only import REPORT_NAME, measure_data
+
+            report = measure_data(cfg, options)
+            if rank == 0:
+                typer.echo(f"{report.summary()}\nreport: {out / REPORT_NAME}")
+            return
         progress = _RichTrainProgress(cfg.train.log_every) if rank == 0 else None
         summary = train(cfg, options, progress)
     except (ConfigError, ValueError) as exc:

@@ -33,6 +33,7 @@ import itertools
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -47,24 +48,31 @@ from shards.reader import (
     ShardList,
     ShardSamples,
     decode,
+    decode_member,
     raw_samples,
     shard_samples,
 )
-from shards.schema import TRAIN_MEMBERS
-from training.augment import crop_sample, to_tensors
+from shards.schema import SHARED_MEMBERS, TRAIN_MEMBERS
+from training.augment import compose_batch, crop_sample, matte_maps, pack_crops, to_tensors
+from training.decode_cache import MB, DecodeCache, Use, plan_uses
 from training.order import EpochOrder, Stream, epoch_order, worker_slots
 
 CORRUPT_POLICIES = ("stop", "skip")
 DIGEST_HEX = 16  # hex digits of a sample's digest in batches.jsonl (64 bits)
 
 
-def decode_sample(raw: RawSample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def decode_sample(
+    raw: RawSample, decoder: Callable[[str, bytes], Any] = decode_member
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """fg (H, W, 3) RGB, fitted bg (H, W, 3) RGB and alpha (H, W), uint8, from a raw sample.
+
+    ``decoder(name, data)`` decodes one member (the loader's passes shared members through its
+    ``DecodeCache``).
 
     Raises:
         ValueError: a member is missing or undecodable, or the sizes disagree (named).
     """
-    members = decode(raw, TRAIN_MEMBERS)
+    members = decode(raw, TRAIN_MEMBERS, decoder)
     fg, alpha = members["fg"], members["alpha"]
     bg = apply_fit(members["bg"], BackgroundFit.from_json(members["json"]["bg_fit"]))
     if fg.shape[:2] != alpha.shape or bg.shape != fg.shape:
@@ -140,7 +148,14 @@ class _StreamReader:
 
 
 class MattingStream(IterableDataset):
-    """One rank's augmented samples of one epoch, from ``start_step`` on, in the exact order."""
+    """One rank's augmented samples of one epoch, from ``start_step`` on, in the exact order.
+
+    Each item holds ``crops``, the sample's packed uint8 crops (``training.augment.pack_crops``,
+    (S, S, 8)), which the trainer turns into float tensors on its device
+    (``device_inputs``), and its ``key``, ``digest`` and ``skipped`` reason. ``ship="float"``
+    gives instead the float tensors of ``to_tensors`` made in the loader process (the path
+    before issue 13, kept as the benchmarks' baseline).
+    """
 
     def __init__(
         self,
@@ -155,15 +170,20 @@ class MattingStream(IterableDataset):
         make_input: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         digests: bool = False,
         layout: tuple[ShardSamples, ...] | None = None,
+        ship: Literal["uint8", "float"] = "uint8",
+        cache_bytes: int | None = None,
+        cache_counts=None,
     ) -> None:
         if corrupt not in CORRUPT_POLICIES:
             raise ValueError(f"corrupt policy must be one of {CORRUPT_POLICIES}, got {corrupt!r}")
+        if ship not in ("uint8", "float"):
+            raise ValueError(f"ship must be uint8 or float, got {ship!r}")
         self.shards, self.cfg = shards, cfg
         self.rank, self.world_size = rank, world_size
         self.epoch, self.start_step = epoch, start_step
         self.corrupt = corrupt
         self.skipped = skipped  # optional multiprocessing.Value counting skipped samples
-        # the model family's network input (ModelFamily.make_input); None: to_tensors' default
+        # with ship="float": the model family's network input; None: to_tensors' default
         self.make_input = make_input
         self.digests = digests  # add each sample's crops_digest (for batches.jsonl)
         self.layout = layout if layout is not None else shard_samples(shards)
@@ -171,6 +191,11 @@ class MattingStream(IterableDataset):
             shards.samples, cfg.seed, epoch, world_size * cfg.batch_size, cfg.shuffle_window
         )
         self.per_rank = cfg.batch_size
+        self.ship = ship
+        # bytes of decoded shared members each loader process keeps (training.decode_cache)
+        self.cache_bytes = cfg.decode_cache_mb * MB if cache_bytes is None else cache_bytes
+        # optional multiprocessing.Array("q", 2): cache hits and lookups over the processes
+        self.cache_counts = cache_counts
 
     @property
     def steps(self) -> int:
@@ -223,26 +248,47 @@ class MattingStream(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 0)
         base = self.rank * self.per_rank
-        readers = [
-            _StreamReader(self, self.order.streams[base + slot], self.start_step)
-            for slot in worker_slots(self.per_rank, worker, workers)
+        streams = [
+            self.order.streams[base + slot] for slot in worker_slots(self.per_rank, worker, workers)
         ]
+        steps = range(self.start_step, self.order.steps)
+        # what this process decodes, in order, and when each shared member is needed again
+        uses = plan_uses([stream.at(step) for step in steps for stream in streams], self.layout)
+        cache = DecodeCache(self.cache_bytes, decode_member) if self.cache_bytes else None
+        readers = [_StreamReader(self, stream, self.start_step) for stream in streams]
+        accesses = iter(uses)
         last_good = None
-        for step in range(self.start_step, self.order.steps):
+        for step in steps:
             for reader in readers:
-                item = self._item(reader.take(step), reader.stream.at(step))
+                ref, use = reader.stream.at(step), next(accesses)
+                item = self._item(reader.take(step), ref, cache, use)
                 if item["skipped"]:
-                    item = _substitute(last_good, item, self.cfg, self.make_input)
+                    item = _substitute(last_good, item, self.cfg, self.ship, self.make_input)
                 else:
                     last_good = item
                 yield item
 
-    def _item(self, raw: RawSample | None, ref: tuple[int, int]) -> dict:
+    def _item(
+        self,
+        raw: RawSample | None,
+        ref: tuple[int, int],
+        cache: DecodeCache | None,
+        uses: dict[str, Use],
+    ) -> dict:
         if raw is None:
             key = self.layout[ref[0]].keys[ref[1]]
             return {"key": key, "skipped": f"{key}: its shard could not be read"}
+        decoder = decode_member
+        if cache is not None:
+
+            def decoder(name: str, data: bytes) -> Any:
+                if name in SHARED_MEMBERS:
+                    return cache.decode(name, data, uses.get(name))
+                return decode_member(name, data)
+
+        before = (cache.hits, cache.lookups) if cache is not None else (0, 0)
         try:
-            fg, bg, alpha = decode_sample(raw)
+            fg, bg, alpha = decode_sample(raw, decoder)
         except (ValueError, KeyError, TypeError) as exc:
             if self.corrupt != "skip":
                 raise ShardError(
@@ -251,13 +297,27 @@ class MattingStream(IterableDataset):
                 ) from exc
             self._count_skip(f"sample {raw.url} key {raw.key}: {exc}")
             return {"key": raw.key, "skipped": f"{raw.key}: {exc}"}
-        crops = crop_sample(fg, bg, alpha, self.cfg, sample_rng(self.cfg.seed, self.epoch, raw.key))
-        item = to_tensors(crops, self.make_input)
+        finally:
+            if cache is not None and self.cache_counts is not None:
+                with self.cache_counts.get_lock():
+                    self.cache_counts[0] += cache.hits - before[0]
+                    self.cache_counts[1] += cache.lookups - before[1]
+        # a reused matte's maps are made once per visit (the same crops, faster)
+        maps = cache.derived(alpha, matte_maps) if cache is not None else None
+        rng = sample_rng(self.cfg.seed, self.epoch, raw.key)
+        crops = crop_sample(fg, bg, alpha, self.cfg, rng, maps)
+        item = _ship(crops, self.ship, self.make_input)
         item.update(key=raw.key, digest=crops_digest(crops) if self.digests else "", skipped="")
         return item
 
 
-def _substitute(last_good: dict | None, bad: dict, cfg: TrainConfig, make_input) -> dict:
+def _ship(crops: dict[str, np.ndarray], ship: str, make_input) -> dict:
+    """What a loader process sends of a sample: its packed uint8 crops, or (the baseline) its
+    float tensors."""
+    return {"crops": pack_crops(crops)} if ship == "uint8" else to_tensors(crops, make_input)
+
+
+def _substitute(last_good: dict | None, bad: dict, cfg: TrainConfig, ship: str, make_input) -> dict:
     """What stands in for a skipped sample: the last good one, or a sample with no gradient."""
     if last_good is None:
         side = cfg.input_size
@@ -267,7 +327,7 @@ def _substitute(last_good: dict | None, bad: dict, cfg: TrainConfig, make_input)
             "alpha": np.zeros((side, side), np.uint8),
             "trimap": np.zeros((side, side), np.uint8),  # no unknown pixel: a zero gradient
         }
-        last_good = {**to_tensors(zeros, make_input), "key": "", "digest": crops_digest(zeros)}
+        last_good = {**_ship(zeros, ship, make_input), "key": "", "digest": crops_digest(zeros)}
     return {**last_good, "skipped": bad["skipped"]}
 
 
@@ -275,32 +335,50 @@ def _substitute(last_good: dict | None, bad: dict, cfg: TrainConfig, make_input)
 class Batch:
     """One rank's slice of a global batch: stacked tensors and, per sample, what it is."""
 
-    tensors: dict[str, torch.Tensor]
+    tensors: dict[str, torch.Tensor]  # ``crops`` (B, S, S, 8) uint8 (or the float baseline's)
     keys: list[str]
     digests: list[str]
     skipped: list[str]  # why each skipped sample was replaced ("" for the others)
 
 
-def batches(items: Iterator[dict], per_rank: int) -> Iterator[Batch]:
-    """Stack each run of ``per_rank`` consecutive items (one step's slots) into a batch."""
+def batches(items: Iterator[dict], per_rank: int, pin: bool = False) -> Iterator[Batch]:
+    """Stack each run of ``per_rank`` consecutive items (one step's slots) into a batch, in
+    pinned memory when ``pin`` (so that the copy to a CUDA device can be asynchronous)."""
     while True:
         group = list(itertools.islice(items, per_rank))
         if not group:
             return
         if len(group) < per_rank:
             raise RuntimeError(f"the loader ended inside a batch ({len(group)} of {per_rank})")
-        first = group[0]
-        tensors = {
-            name: torch.stack([item[name] for item in group])
-            for name, value in first.items()
-            if isinstance(value, torch.Tensor)
-        }
+        tensors = {}
+        for name, value in group[0].items():
+            if isinstance(value, torch.Tensor):
+                out = torch.empty((per_rank, *value.shape), dtype=value.dtype, pin_memory=pin)
+                tensors[name] = torch.stack([item[name] for item in group], out=out)
         yield Batch(
             tensors,
             [item["key"] for item in group],
             [item["digest"] for item in group],
             [item["skipped"] for item in group],
         )
+
+
+def device_inputs(
+    tensors: dict[str, torch.Tensor],
+    device: torch.device,
+    make_input: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    channels_last: bool = False,
+) -> dict[str, torch.Tensor]:
+    """A batch's tensors on ``device``, as the training step uses them: the packed uint8 crops
+    copied (asynchronously from pinned memory) and composed there (``compose_batch``: image,
+    alpha, fg, bg, merged, unknown); the image in channels-last memory when asked."""
+    if "crops" in tensors:
+        out = compose_batch(tensors["crops"].to(device, non_blocking=True), make_input)
+    else:  # the float baseline, composed in the loader
+        out = {name: value.to(device, non_blocking=True) for name, value in tensors.items()}
+    if channels_last:
+        out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
+    return out
 
 
 def make_loader(stream: MattingStream, workers: int) -> DataLoader:
@@ -311,8 +389,39 @@ def make_loader(stream: MattingStream, workers: int) -> DataLoader:
         stream,
         batch_size=None,
         num_workers=workers,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=False,  # batches() stacks into pinned memory
         persistent_workers=False,
         prefetch_factor=2 * per_worker if workers else None,  # two steps ahead
         in_order=True,
     )
+
+
+def epoch_batches(
+    shards: ShardList,
+    cfg: TrainConfig,
+    rank: int,
+    world_size: int,
+    epoch: int,
+    start_step: int,
+    workers: int,
+    layout: tuple[ShardSamples, ...],
+    pin: bool = False,
+    skipped=None,
+    cache_counts=None,
+) -> Iterator[Batch]:
+    """One rank's batches of ``epoch`` from ``start_step`` on, read by ``workers`` loader
+    processes: what training and ``train --data-only`` both iterate."""
+    stream = MattingStream(
+        shards,
+        cfg,
+        rank,
+        world_size,
+        epoch,
+        start_step,
+        cfg.corrupt,
+        skipped,
+        digests=cfg.log_batches,
+        layout=layout,
+        cache_counts=cache_counts,
+    )
+    return batches(iter(make_loader(stream, workers)), cfg.batch_size, pin)

@@ -43,7 +43,7 @@ from configs import Config
 from shards.atomic import atomic_write_bytes
 from shards.reader import resolve_shards, shard_samples
 from training.checkpoint import load_checkpoint, save_checkpoint
-from training.data import Batch, MattingStream, batches, check_order, make_loader
+from training.data import Batch, check_order, device_inputs, epoch_batches
 from training.distributed import all_true, device_for, join_process_group, restarted
 from training.families import ParamGroup, build_model, get_family, parameter_groups
 from training.loss import matting_loss
@@ -201,6 +201,7 @@ class _Run:
         torch.manual_seed(t.seed)  # the same initial weights on every rank
         model = build_model(cfg.model, options.backbone)
         self.backbone_report = model.backbone_report
+        self.make_input = get_family(cfg.model.family).make_input
         get_family(cfg.model.family).freeze_norm(model, t.freeze_encoder_bn)
         if t.sync_bn and self.world > 1:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -335,12 +336,9 @@ class _Run:
 
     def _train_step(self, tensors: dict[str, torch.Tensor], epoch: int) -> dict[str, float]:
         t = self.cfg.train
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in tensors.items()}
-        image = batch["image"]
-        if t.channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
+        batch = device_inputs(tensors, self.device, self.make_input, t.channels_last)
         with torch.autocast(self.device.type, torch.bfloat16, enabled=t.bf16):
-            pred = self.net(image)
+            pred = self.net(batch["image"])
         loss = matting_loss(
             pred,
             batch["alpha"],
@@ -371,20 +369,18 @@ class _Run:
     def _epoch(self, epoch: int, in_epoch: int) -> None:
         """Steps ``in_epoch .. per_epoch`` of ``epoch`` (fewer when ``total_steps`` comes first)."""
         t = self.cfg.train
-        stream = MattingStream(
+        loader = epoch_batches(
             self.shards,
             t,
             self.rank,
             self.world,
             epoch,
             in_epoch,
-            t.corrupt,
-            self.skipped,
-            get_family(self.cfg.model.family).make_input,
-            digests=t.log_batches,
-            layout=self.layout,
+            self.workers,
+            self.layout,
+            pin=self.device.type == "cuda",
+            skipped=self.skipped,
         )
-        loader = batches(iter(make_loader(stream, self.workers)), t.batch_size)
         self.net.train()
         tick = time.perf_counter()
         while in_epoch < self.per_epoch and self.step < self.total_steps:
