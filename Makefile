@@ -13,7 +13,7 @@ endif
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.indexnet-installed
 
-.PHONY: install demo test test-all lint format bench clean
+.PHONY: install demo test test-all lint format bench gpu-wheels clean
 
 install: $(STAMP)
 
@@ -53,6 +53,15 @@ format: install
 
 bench: install
 	@for script in $(wildcard benchmarks/*.py); do echo "== $$script"; $(PY) $$script || exit 1; done
+
+# The packages a CUDA machine with PyTorch may lack, as Python 3.12 wheels in .whl/ (git-ignored),
+# for benchmarks/gpu.sh, which installs them first (the device README's way of carrying them).
+GPU_WHEELS := webdataset braceexpand dask distributed tornado zict tblib partd locket isal
+gpu-wheels: install
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -d .whl \
+		$$(for p in $(GPU_WHEELS); do $(PY) -m pip show $$p | sed -n 's/^Version: /'$$p'==/p'; done)
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache *.egg-info

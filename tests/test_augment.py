@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from configs import load_config
@@ -203,3 +204,13 @@ def test_crops_from_matte_maps_equal_the_crops_without_them():
     plain = crop_sample(fg, bg, alpha, wide, np.random.default_rng(2))
     fast = crop_sample(fg, bg, alpha, wide, np.random.default_rng(2), matte_maps(alpha))
     assert all(np.array_equal(plain[k], fast[k]) for k in plain)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_step_composes_on_the_device_what_the_cpu_composes():
+    rng = np.random.default_rng(2)
+    packed = torch.stack([pack_crops(_random_crops(rng, 64)) for _ in range(4)])
+    cpu = compose_batch(packed)
+    gpu = compose_batch(packed.cuda())
+    for name, tensor in cpu.items():
+        assert torch.allclose(gpu[name].cpu(), tensor, rtol=0, atol=1e-6), name

@@ -350,6 +350,14 @@ def test_ddp_two_ranks_stream_uneven_shards_over_http_and_resume(shard_set, tmp_
         resumed = _run(
             _torchrun(*_ddp_args(url, run, 10, "--loader-workers", "1", "--resume")), tmp_path
         )
+        probe = tmp_path / "data-only"
+        timed = _run(
+            _torchrun(*_ddp_args(url, probe, 4, "--loader-workers", "1", "--data-only")), tmp_path
+        )
+    assert timed.returncode == 0, timed.stdout + timed.stderr
+    report = json.loads((probe / "data_only.json").read_text())
+    assert report["world_size"] == 2 and report["samples"] == 3 * 2 * 2  # after the first step
+    assert timed.stdout.count("samples/s per loader process") == 1  # rank 0 reports
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resumed at 8" in resumed.stdout
     assert _steps(run) == list(range(1, 11))
