@@ -38,10 +38,11 @@ demo: install
 	@echo "      training run in $(DEMO_DIR)/run, evaluation in $(DEMO_DIR)/eval (look at $(DEMO_DIR)/eval/contact_sheet.png)."
 
 test: install
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" --durations=10
 
-test-all: install
-	$(PY) -m pytest
+# the default suite, then the tests marked slow (long real-process and fault-injection runs)
+test-all: test
+	$(PY) -m pytest -m slow --durations=10
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -74,6 +74,8 @@ class TrainConfig:
     log_batches: bool = False  # rank 0 appends each global batch's keys, digests to batches.jsonl
     decode_cache_mb: int = 512  # per loader process: decoded fg/alpha kept while needed (0: off)
     target_step_ms: float = 50.0  # the GPU step time --data-only sizes --loader-workers for
+    read_retries: int = 4  # tries again after an HTTP shard fails in transit, then stops
+    read_backoff_s: float = 1.0  # the first wait before a retry; doubled for each next one
     bf16: bool = False  # bfloat16 autocast for the forward pass (the loss stays float32)
     channels_last: bool = False  # NHWC memory format (faster convolutions on GPUs)
     sync_bn: bool = False  # SyncBatchNorm across ranks (decoder BN; encoder BN stays frozen)
@@ -88,6 +90,9 @@ class TrainConfig:
         _at_least(self, "batch_size", 2)  # BatchNorm after ASPP's global pool needs B >= 2
         _at_least(self, "shuffle_window", 0)
         _at_least(self, "decode_cache_mb", 0)
+        _at_least(self, "read_retries", 0)
+        if self.read_backoff_s < 0:
+            _fail("train.read_backoff_s", f"must be >= 0, got {self.read_backoff_s}")
         if self.target_step_ms <= 0:
             _fail("train.target_step_ms", f"must be > 0, got {self.target_step_ms}")
         _at_least(self, "val_max_samples", 0)

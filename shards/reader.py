@@ -23,6 +23,7 @@ naming the shard, the key and the member. Callers decide whether to stop or skip
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import re
@@ -51,6 +52,16 @@ VERIFY_HINT = "check the set with `indexnet shards verify`"
 
 class ShardError(RuntimeError):
     """A shard that cannot be opened or read to its end; the message names it."""
+
+
+class TransientShardError(ShardError):
+    """A shard URL that failed in transit: a refused, reset or dropped connection, a timeout,
+    a server error (5xx). Worth retrying, unlike a shard whose bytes are wrong or missing."""
+
+
+class SampleError(ValueError):
+    """A sample whose members are missing or do not decode: bad data (the message names the
+    shard, key and member), as opposed to a failure of the code reading it."""
 
 
 # -- where the shards are ---------------------------------------------------------------------
@@ -244,14 +255,21 @@ def tar_entries(stream: BinaryIO, read: Callable[[str], bool] | None = None) -> 
             tar.members = []  # streaming: keep no history, memory stays flat
 
 
+class _Dropped(EOFError):
+    """An HTTP body that stopped before its end: the connection, not the shard."""
+
+
 class _Window(io.RawIOBase):
     """The next ``length`` bytes of a stream (all that is left when None); closing it closes
     the stream, after reading a ``pipe:`` command's output to its end (so that the command
     exits cleanly rather than by a broken pipe)."""
 
-    def __init__(self, stream: BinaryIO, length: int | None, drain: bool = False) -> None:
+    def __init__(
+        self, stream: BinaryIO, length: int | None, drain: bool = False, transport: bool = False
+    ) -> None:
         super().__init__()
         self.stream, self.left, self.drain = stream, length, drain
+        self.transport = transport  # an HTTP body: ending short is the connection's fault
 
     def readable(self) -> bool:
         return True
@@ -260,9 +278,15 @@ class _Window(io.RawIOBase):
         if self.left is None:
             return self.stream.read(size)
         size = self.left if size < 0 else min(size, self.left)
-        data = self.stream.read(size)
+        try:
+            data = self.stream.read(size)
+        except (OSError, http.client.HTTPException) as exc:
+            if self.transport:
+                raise _Dropped(f"the connection failed ({exc!r})") from None
+            raise
         if size and not data:
-            raise EOFError(f"it ends {self.left:,} bytes before the samples asked for do")
+            message = f"it ends {self.left:,} bytes before the samples asked for do"
+            raise (_Dropped if self.transport else EOFError)(message)
         self.left -= len(data)
         return data
 
@@ -274,6 +298,43 @@ class _Window(io.RawIOBase):
             finally:
                 self.stream.close()
                 super().close()
+
+
+def _open_url(url: str, offset: int, length: int | None) -> BinaryIO:
+    """An HTTP(S) shard's bytes from ``offset`` (a ``Range`` request; all to its end when
+    ``length`` is None). A server that is unreachable or fails (5xx) raises
+    ``TransientShardError``; one that has no such file (4xx), or a file shorter than the bytes
+    asked for, ``ShardError``."""
+    last = "" if length is None else str(offset + length - 1)
+    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-{last}"})
+    try:
+        response = urllib.request.urlopen(request, timeout=60)  # noqa: S310 - user's URL
+    except urllib.error.HTTPError as exc:
+        kind = TransientShardError if exc.code >= 500 else ShardError
+        raise kind(f"cannot read shard {url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TransientShardError(f"cannot read shard {url}: {reason}") from None
+    size = _file_size(response)
+    if length is not None and size is not None and size < offset + length:
+        response.close()
+        raise ShardError(
+            f"shard {url} is {size:,} bytes, but its samples are recorded up to byte "
+            f"{offset + length:,}; {VERIFY_HINT}"
+        )
+    if response.status != 206:  # the whole file came: drop what precedes the range
+        _skip(response, offset, url)
+    return _Window(response, length, transport=True)
+
+
+def _file_size(response) -> int | None:
+    """The whole file's size, from ``Content-Range: bytes a-b/size`` (206) or
+    ``Content-Length`` (200); None when the server does not say."""
+    if response.status == 206:
+        total = (response.headers.get("Content-Range") or "").rpartition("/")[2]
+        return int(total) if total.isdigit() else None
+    length = response.headers.get("Content-Length")
+    return int(length) if length and length.isdigit() else None
 
 
 def _skip(stream: BinaryIO, count: int, url: str) -> None:
@@ -293,19 +354,14 @@ def open_shard(url: str, offset: int = 0, length: int | None = None) -> BinaryIO
     a ``pipe:`` command's output is read and dropped up to ``offset``. The whole shard
     (``offset`` 0, no ``length``) of a URL streams through curl, as WebDataset reads it.
     """
-    if offset == 0 and length is None:
+    if offset == 0 and length is None and not is_url(url):
         return gopen(url, "rb")
     if url.startswith("pipe:"):
         stream = gopen(url, "rb")
         _skip(stream, offset, url)
         return _Window(stream, length, drain=True)
     if is_url(url):
-        last = "" if length is None else str(offset + length - 1)
-        request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-{last}"})
-        response = urllib.request.urlopen(request, timeout=60)  # noqa: S310 - user's URL
-        if response.status != 206:  # the whole file came: drop what precedes the range
-            _skip(response, offset, url)
-        return _Window(response, length)
+        return _open_url(url, offset, length)
     stream = open(url, "rb")  # noqa: SIM115 - closed by the caller
     stream.seek(offset)
     return _Window(stream, length)
@@ -344,6 +400,9 @@ def raw_samples(
                 key = entry.key
                 if entry.data is not None:
                     files[entry.file] = entry.data
+    except _Dropped as exc:
+        where = f"{url} after key {key}" if key else url
+        raise TransientShardError(f"reading shard {where}: {exc}") from exc
     except (tarfile.TarError, EOFError) as exc:
         where = f"{url} after key {key}" if key else url
         raise ShardError(f"corrupt shard {where}: {exc}; {VERIFY_HINT}") from exc
@@ -384,12 +443,12 @@ def decode(
         Member name -> (H, W, 3) uint8 RGB, (H, W) uint8, or a dict (``json``).
 
     Raises:
-        ValueError: a member is missing or does not decode (the shard, key and member named).
+        SampleError: a member is missing or does not decode (the shard, key and member named).
     """
     by_name = {name_of(file): file for file in raw.files}
     missing = [name for name in names if name not in by_name]
     if missing:
-        raise ValueError(
+        raise SampleError(
             f"{raw.url} key {raw.key}: missing member(s) {', '.join(missing)}; {VERIFY_HINT}"
         )
     out = {}
@@ -398,7 +457,7 @@ def decode(
         try:
             out[name] = decoder(name, raw.files[file])
         except ValueError as exc:
-            raise ValueError(f"{raw.url} key {raw.key}: {file}: {exc}; {VERIFY_HINT}") from None
+            raise SampleError(f"{raw.url} key {raw.key}: {file}: {exc}; {VERIFY_HINT}") from None
     return out
 
 

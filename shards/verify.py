@@ -38,7 +38,7 @@ from shards.reader import decode_member, tar_entries
 from shards.schema import MEMBERS, name_of
 
 CHECKS = ("index", "samples", "count", "listing", "missing", "size", "sha256", "tar", "members",
-          "keys", "offsets")  # fmt: skip
+          "keys", "order", "offsets")  # fmt: skip
 # --deep adds these; a member with allowed ``values`` (the trimap) is a check of its own name
 DEEP_CHECKS = ("decode", "sizes", *(m.name for m in MEMBERS if m.values), "composite",
                "member_sha256")  # fmt: skip
@@ -66,6 +66,7 @@ class ExpectedSample:
     members: tuple[str, ...]  # sorted member names, e.g. ('alpha.png', 'bg.jpg', ...)
     sha256: dict[str, str]  # member name -> sha256
     span: tuple[int, int] | None = None  # (offset, length) in the shard; None in older sets
+    position: int | None = None  # its index in the shard, as recorded
 
 
 @dataclass(frozen=True)
@@ -293,6 +294,13 @@ def check_shard(task: ShardCheck) -> ShardReport:
         bad("count", f"{report.samples} samples read, index.json records {info.samples}")
     for key in [k for k in expected if k not in seen]:
         bad("keys", "recorded in samples.parquet but not in the shard", key)
+    recorded = [e.key for e in sorted(task.expected, key=lambda e: e.position or 0)]
+    if all(e.position is not None for e in task.expected) and set(order) == set(recorded):
+        for at, (got, want) in enumerate(zip(order, recorded, strict=True)):
+            if got != want:  # the first one out of place (those after it follow)
+                bad("order", f"is sample {at} of the shard, where samples.parquet records "
+                             f"{want}; the keys are not in their recorded order", got)  # fmt: skip
+                break
     return report
 
 
@@ -308,7 +316,10 @@ def _expected_by_shard(root: Path) -> dict[str, tuple[ExpectedSample, ...]]:
         span = None
         if "offset" in columns and columns["offset"][i] is not None:
             span = (columns["offset"][i], columns["length"][i])
-        out[columns["shard"][i]].append(ExpectedSample(columns["key"][i], members, sha, span))
+        position = columns["position"][i] if "position" in columns else None
+        out[columns["shard"][i]].append(
+            ExpectedSample(columns["key"][i], members, sha, span, position)
+        )
     return {k: tuple(v) for k, v in out.items()}
 
 

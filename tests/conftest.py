@@ -6,8 +6,9 @@ import functools
 import os
 import re
 import shutil
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -66,16 +67,26 @@ def shard_set(sample_data: SampleDataSummary, tmp_path_factory: pytest.TempPathF
 
 
 @contextmanager
-def serve_directory(root: Path, ranges: bool = True, served: list | None = None) -> Iterator[str]:
+def serve_directory(
+    root: Path,
+    ranges: bool = True,
+    served: list | None = None,
+    fault: Callable[[str], str | None] | None = None,
+) -> Iterator[str]:
     """A real HTTP server on 127.0.0.1 serving ``root``; yields its base URL (with a slash).
 
     Args:
         ranges: answer ``Range: bytes=a-b`` requests with 206 and those bytes, as real file
             servers and object stores do (False: the whole file, as Python's plain server).
         served: if given, gets ``(path, first byte, bytes sent)`` for every file sent.
+        fault: called with each request's path: ``"drop"`` sends the headers and half the
+            body, then closes the connection; ``"error"`` answers 503; None serves.
     """
     handler = functools.partial(
-        _RangeHandler if ranges else _QuietHandler, directory=str(root), served=served
+        _RangeHandler if ranges else _QuietHandler,
+        directory=str(root),
+        served=served,
+        fault=fault,
     )
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -88,12 +99,34 @@ def serve_directory(root: Path, ranges: bool = True, served: list | None = None)
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
-    def __init__(self, *args, served: list | None = None, **kwargs) -> None:
-        self.served = served
+    def __init__(self, *args, served: list | None = None, fault=None, **kwargs) -> None:
+        self.served, self.fault = served, fault
         super().__init__(*args, **kwargs)
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's signature
         pass
+
+    def do_GET(self):
+        fault = self.fault(self.path) if self.fault is not None else None
+        if fault == "error":
+            self.send_error(503, "Service Unavailable")
+            return
+        source = self.send_head()
+        if source is None:
+            return
+        try:
+            if fault == "drop":  # half the body, then the connection goes
+                left = getattr(source, "left", None)
+                if left is None:
+                    left = os.fstat(source.fileno()).st_size
+                self.wfile.write(source.read(left // 2))
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+            else:
+                self.copyfile(source, self.wfile)
+        finally:
+            source.close()
 
     def send_head(self):
         source = super().send_head()

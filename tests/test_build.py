@@ -326,6 +326,7 @@ def _start_and_kill(cmd: list[str], out: Path, timeout: float = 120) -> bool:
     return proc.returncode == -signal.SIGKILL and not index.exists()
 
 
+@pytest.mark.slow  # a real process killed and brought back: the longest of its file
 def test_resume_after_sigkill_is_byte_identical(sample_data, tmp_path):
     cfg = _cfg(samples_per_shard=2)
     clean = tmp_path / "clean"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 import torch
 
 from configs import load_config
-from shards.reader import ShardError, resolve_shards, shard_samples
+from shards.reader import ShardError, resolve_shards, shard_samples, tar_entries
 from tests.conftest import serve_directory
 from training.data import MattingStream, batches, check_order, device_inputs, make_loader
 
@@ -59,7 +61,9 @@ def _train_cfg(**train):
 
 def _run(shards, world=1, workers=0, epoch=0, start=0, batch=2, **kwargs) -> list[tuple]:
     """Every global batch of an epoch from ``start`` on: (keys, digests), ranks concatenated."""
-    cfg = _train_cfg(batch_size=batch, shuffle_window=kwargs.pop("window", 4))
+    cfg = _train_cfg(
+        batch_size=batch, shuffle_window=kwargs.pop("window", 4), **kwargs.pop("cfg", {})
+    )
     per_rank = []
     for rank in range(world):
         stream = MattingStream(shards, cfg, rank, world, epoch, start, digests=True, **kwargs)
@@ -271,3 +275,95 @@ def test_batches_stack_into_pinned_memory_when_asked(shard_set):
     assert not batch.tensors["crops"].is_pinned()
     if torch.cuda.is_available():  # pinning needs a CUDA runtime
         assert next(batches(iter(stream), 2, pin=True)).tensors["crops"].is_pinned()
+
+
+def _fault_once(kind: str):
+    """A server fault for the first shard request only."""
+    left, lock = [1], threading.Lock()
+
+    def fault(path: str) -> str | None:
+        with lock:
+            if path.endswith(".tar") and left[0]:
+                left[0] -= 1
+                return kind
+        return None
+
+    return fault
+
+
+def test_a_connection_that_fails_mid_shard_is_read_again_and_changes_nothing(shard_set, capfd):
+    reference = _run(resolve_shards(str(shard_set)), batch=4)
+    for kind in ("drop", "error"):
+        with serve_directory(shard_set.parent, fault=_fault_once(kind)) as base:
+            shards = resolve_shards(base + shard_set.name + "/")
+            got = _run(shards, batch=4, workers=2, cfg={"read_backoff_s": 0.01})
+        assert got == reference, kind
+        err = capfd.readouterr().err
+        assert "reading it again from key o_" in err and "(retry 1 of 4)" in err, err
+
+
+def test_a_server_that_keeps_failing_stops_the_run_naming_the_url_whatever_the_policy(shard_set):
+    for kind in ("drop", "error"):
+
+        def fault(path: str, kind: str = kind) -> str | None:
+            return kind if path.endswith(".tar") else None
+
+        with serve_directory(shard_set.parent, fault=fault) as base:
+            url = base + shard_set.name + "/"
+            shards = resolve_shards(url)
+            for corrupt in ("stop", "skip"):  # not the data's fault: skip does not swallow it
+                with pytest.raises(
+                    ShardError,
+                    match=rf"{re.escape(url)}train/train-0000\d\d\.tar.*failed 3 time\(s\) in "
+                    r"a row.*continue with --resume",
+                ):
+                    _run(
+                        shards,
+                        batch=4,
+                        corrupt=corrupt,
+                        cfg={"read_retries": 2, "read_backoff_s": 0},
+                    )
+
+
+def _garble(root: Path, member: str) -> str:
+    """Zero the first bytes of one sample's ``member`` in train-000000.tar (the tar stays
+    whole, the image does not decode); returns the sample's key."""
+    path = root / "train" / "train-000000.tar"
+    with open(path, "rb") as stream:
+        entry = [e for e in tar_entries(stream) if e.file.startswith(member + ".")][3]
+    data = bytearray(path.read_bytes())
+    data[entry.offset + 512 : entry.offset + 512 + 64] = bytes(64)  # after its 512-byte header
+    path.write_bytes(bytes(data))
+    return entry.key
+
+
+def test_an_undecodable_member_is_skipped_under_skip_and_named_under_stop(shard_set, tmp_path):
+    reference = _run(resolve_shards(str(shard_set)), batch=4)
+    root = shutil.copytree(shard_set, tmp_path / "set")
+    key = _garble(root, "fg")
+    shards = resolve_shards(str(root))
+    with pytest.raises(ShardError, match=rf"corrupt sample .*train-000000.tar key {key}: .*fg"):
+        _run(shards, batch=4)
+    skipped = torch.multiprocessing.get_context("fork").Value("i", 0)
+    got = _run(shards, batch=4, corrupt="skip", skipped=skipped)
+    assert skipped.value == 1
+    flat = lambda steps: [(k, d) for keys, ds in steps for k, d in zip(keys, ds, strict=True)]  # noqa: E731
+    changed = [(a, b) for a, b in zip(flat(got), flat(reference), strict=True) if a != b]
+    assert len(changed) == 1 and changed[0][1][0] == key  # only that sample was replaced
+
+
+def test_under_skip_a_bug_in_our_code_still_stops_the_run(shard_set, monkeypatch):
+    import training.data as data
+
+    shards = resolve_shards(str(shard_set))
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug, not the data")
+
+    monkeypatch.setattr(data, "crop_sample", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        _run(shards, batch=4, corrupt="skip")
+    monkeypatch.undo()
+    monkeypatch.setattr(data, "apply_fit", lambda *args: broken())
+    with pytest.raises(KeyError, match="a bug"):
+        _run(shards, batch=4, corrupt="skip")

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from shards.index import read_index, read_samples
 from shards.verify import verify
@@ -37,6 +38,7 @@ def _worker_pids(client_pid: int) -> list[int]:
     return pids
 
 
+@pytest.mark.slow  # a real process killed and brought back: the longest of its file
 def test_worker_killed_mid_build_costs_nothing(sample_data, tmp_path):
     out = tmp_path / "shards"
     cmd = [sys.executable, "-m", "pipeline", "build", "--data-dir", str(sample_data.data_dir),

@@ -20,7 +20,8 @@ from scipy import ndimage
 
 from shards.metrics import METRICS, all_metrics, conn, grad, mse, sad, to_uint8
 
-REL = 1e-6  # the bar: agreement with the MATLAB definitions within 1e-6 relative
+REL = 1e-15  # the README's bar: agreement with the MATLAB definitions within 1e-15 relative
+# (measured: at most 6.9e-16, Grad; SAD, MSE and Conn 2-3e-16)
 
 
 # ---------------------------------------------------------------------------------------------

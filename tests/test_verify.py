@@ -252,6 +252,22 @@ def test_sample_offsets_are_checked_and_older_sets_without_them_still_verify(dam
     assert verify(damaged).ok
 
 
+def test_keys_out_of_their_recorded_order_are_named(damaged):
+    """The shard holds exactly its recorded samples, but two have changed places: what a
+    resumed reader, which seeks by position, would get wrong."""
+    members = _members(damaged / TRAIN0)
+    keys = list(dict.fromkeys(name.split(".", 1)[0] for name, _ in members))
+    swapped = [keys[1], keys[0], *keys[2:]]
+    _rewrite(damaged, TRAIN0, [m for k in swapped for m in members if m[0].startswith(k + ".")])
+    table = pq.read_table(damaged / "samples.parquet").drop_columns(["offset", "length"])
+    pq.write_table(table, damaged / "samples.parquet")  # so that only the order is wrong
+    report = verify(damaged)
+    assert _checks(report) == {("order", TRAIN0, keys[1])}
+    assert f"is sample 0 of the shard, where samples.parquet records {keys[0]}" in (
+        report.problems[0].detail
+    )
+
+
 def test_repair_refuses_other_inputs(damaged, sample_data, tmp_path):
     (damaged / TRAIN0).unlink()
     other = tmp_path / "bgs"

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -44,9 +45,11 @@ from shards.mattes import BackgroundFit, apply_fit
 from shards.reader import (
     VERIFY_HINT,
     RawSample,
+    SampleError,
     ShardError,
     ShardList,
     ShardSamples,
+    TransientShardError,
     decode,
     decode_member,
     raw_samples,
@@ -70,13 +73,25 @@ def decode_sample(
     ``DecodeCache``).
 
     Raises:
-        ValueError: a member is missing or undecodable, or the sizes disagree (named).
+        shards.reader.SampleError: a member is missing or undecodable, its record is
+            malformed, or the sizes disagree (named).
     """
     members = decode(raw, TRAIN_MEMBERS, decoder)
     fg, alpha = members["fg"], members["alpha"]
-    bg = apply_fit(members["bg"], BackgroundFit.from_json(members["json"]["bg_fit"]))
+    where = f"{raw.url} key {raw.key}"
+    try:
+        fit = BackgroundFit.from_json(members["json"]["bg_fit"])
+    except (KeyError, TypeError, ValueError) as exc:  # the record is not what the schema writes
+        raise SampleError(f"{where}: json: bad bg_fit record ({exc!r}); {VERIFY_HINT}") from None
+    try:
+        bg = apply_fit(members["bg"], fit)
+    except ValueError as exc:  # a background smaller than its recorded fit
+        raise SampleError(f"{where}: bg: {exc}; {VERIFY_HINT}") from None
     if fg.shape[:2] != alpha.shape or bg.shape != fg.shape:
-        raise ValueError(f"sizes differ: fg {fg.shape}, bg {bg.shape}, alpha {alpha.shape}")
+        raise SampleError(
+            f"{where}: sizes differ: fg {fg.shape}, bg {bg.shape}, alpha {alpha.shape}; "
+            f"{VERIFY_HINT}"
+        )
     return fg, bg, alpha
 
 
@@ -210,31 +225,42 @@ class MattingStream(IterableDataset):
 
     def read_run(self, shard: int, first: int, count: int) -> Iterator[RawSample | None]:
         """Samples ``first .. first + count - 1`` of a shard, raw, read in one request; under
-        the skip policy a shard that fails yields None for each sample it did not give."""
+        the skip policy a shard that fails yields None for each sample it did not give.
+
+        A failure in transit (``TransientShardError``: a dropped connection, a timeout, a
+        server error) is retried ``train.read_retries`` times, waiting ``read_backoff_s``
+        doubled each time, from the first sample not yet given; then the run stops, whatever
+        the policy (the data may be fine: ``--resume`` once the server is back).
+        """
         url, recorded = self.shards.urls[shard], self.layout[shard]
-        offset, length = recorded.span(first, count)
-        skip = 0 if recorded.offsets is not None else first  # no offsets: read from the start
-        got = 0
+        got = failures = 0
         try:
-            for raw in raw_samples(url, TRAIN_MEMBERS, offset, length):
-                if skip:
-                    skip -= 1
-                    continue
-                expected = recorded.keys[first + got]
-                if raw.key != expected:
-                    raise ShardError(
-                        f"{url} holds key {raw.key} at position {first + got}, where "
-                        f"samples.parquet records {expected}; {VERIFY_HINT}"
-                    )
-                yield raw
-                got += 1
-                if got == count:
+            while True:
+                try:
+                    for raw in self._read_from(url, recorded, first + got, count - got):
+                        yield raw
+                        got += 1
                     return
-            raise ShardError(
-                f"{url} ended after {first + got} of its samples, {first + count} expected; "
-                f"{VERIFY_HINT}"
-            )
+                except TransientShardError as exc:
+                    failures += 1
+                    if failures > self.cfg.read_retries:
+                        raise ShardError(
+                            f"{exc}; it failed {failures} time(s) in a row, so the run stops "
+                            "(the shard may be fine: check the server and the network, then "
+                            "continue with --resume)"
+                        ) from exc
+                    wait = self.cfg.read_backoff_s * 2 ** (failures - 1)
+                    print(
+                        f"warning: {exc}; reading it again from key "
+                        f"{recorded.keys[first + got]} in {wait:g} s (retry {failures} of "
+                        f"{self.cfg.read_retries})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    time.sleep(wait)
         except ShardError as exc:
+            if failures > self.cfg.read_retries:  # given up in transit: not the data's fault
+                raise
             if self.corrupt != "skip":
                 raise ShardError(
                     f"{exc} (reading {count} sample(s) from key {recorded.keys[first]}), or "
@@ -243,6 +269,32 @@ class MattingStream(IterableDataset):
             for position in range(first + got, first + count):
                 self._count_skip(f"{recorded.keys[position]}: {exc}")
                 yield None
+
+    def _read_from(
+        self, url: str, recorded: ShardSamples, first: int, count: int
+    ) -> Iterator[RawSample]:
+        """Samples ``first .. first + count - 1`` of a shard in one request, keys checked."""
+        offset, length = recorded.span(first, count)
+        skip = 0 if recorded.offsets is not None else first  # no offsets: read from the start
+        got = 0
+        for raw in raw_samples(url, TRAIN_MEMBERS, offset, length):
+            if skip:
+                skip -= 1
+                continue
+            expected = recorded.keys[first + got]
+            if raw.key != expected:
+                raise ShardError(
+                    f"{url} holds key {raw.key} at position {first + got}, where "
+                    f"samples.parquet records {expected}; {VERIFY_HINT}"
+                )
+            yield raw
+            got += 1
+            if got == count:
+                return
+        raise ShardError(
+            f"{url} ended after {first + got} of its samples, {first + count} expected; "
+            f"{VERIFY_HINT}"
+        )
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -289,7 +341,7 @@ class MattingStream(IterableDataset):
         before = (cache.hits, cache.lookups) if cache is not None else (0, 0)
         try:
             fg, bg, alpha = decode_sample(raw, decoder)
-        except (ValueError, KeyError, TypeError) as exc:
+        except SampleError as exc:  # bad data; anything else is a bug, and stops the run
             if self.corrupt != "skip":
                 raise ShardError(
                     f"corrupt sample {raw.url} key {raw.key}: {exc}, or train with "
@@ -393,6 +445,10 @@ def make_loader(stream: MattingStream, workers: int) -> DataLoader:
         persistent_workers=False,
         prefetch_factor=2 * per_worker if workers else None,  # two steps ahead
         in_order=True,
+        # its own generator: making an iterator draws a seed, and from the global generator
+        # that draw would shift the model's dropout masks after a resume (the stream's
+        # randomness is its own, seeded per sample)
+        generator=torch.Generator().manual_seed(0),
     )
 
 

@@ -153,7 +153,7 @@ def measure_data(cfg: Config, options) -> DataOnlyReport:
             startup_s=round(first - start, 3),
             cache_hit_rate=round(counts[0] / counts[1], 4) if counts[1] else None,
             target_step_ms=t.target_step_ms,
-            samples_per_s_needed=round(needed, 1),
+            samples_per_s_needed=round(needed, 2),
             loader_processes_needed=processes,
             suggested_loader_workers=next(
                 (w for w in range(max(1, processes), t.batch_size + 1) if t.batch_size % w == 0),

@@ -157,6 +157,17 @@ def _rng_state() -> dict:
     return state
 
 
+def _set_rng_state(saved: dict) -> None:
+    """Restore what ``_rng_state`` saved: the CPU generator, and each CUDA device's that this
+    process also has (a resume on fewer GPUs restores those; a CPU-only resume of a GPU run
+    has none to restore)."""
+    torch.set_rng_state(saved["torch"])
+    cuda = saved.get("cuda")
+    if cuda and torch.cuda.is_available():
+        for device, state in enumerate(cuda[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state, device)
+
+
 class _Run:
     """One training run on one rank: set up in ``__init__``, trained by ``fit()``."""
 
@@ -259,7 +270,7 @@ class _Run:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
+        _set_rng_state(state["rng"])
         self.step = self.saved_step = int(state["step"])
         self.summary.best_grad = state.get("best_grad")
         self.summary.resumed_from = self.step
