@@ -8,6 +8,7 @@ with exit code 2.
 from __future__ import annotations
 
 import io
+import json
 import re
 from pathlib import Path
 
@@ -25,6 +26,9 @@ from pipeline.plan import split_foregrounds
 from shards.cluster import ClusterOptions
 from shards.codec import decode_color, decode_grey
 from shards.index import read_index
+from shards.info import describe
+from shards.reader import raw_samples, read_samples
+from shards.verify import verify
 
 runner = CliRunner()
 SMALL = ["data.bgs_per_train_fg=6", "data.bgs_per_val_fg=4", "data.samples_per_shard=8"]
@@ -491,6 +495,10 @@ ORIGINAL_CASES = {
     "CMYK JPEG": ("jpg", lambda rgb: (Image.fromarray(rgb).convert("CMYK"), {}),
                   "CMYK JPEG: read as Adobe-inverted CMYK, RGB = (255-C)(255-K)/255 (naive, no "
                   "colour management)"),
+    "CMYK JPEG with an ICC profile": (
+        "jpg", lambda rgb: (Image.fromarray(rgb).convert("CMYK"), {"icc_profile": b"\0" * 128}),
+        "CMYK JPEG: read as Adobe-inverted CMYK, RGB = (255-C)(255-K)/255 (naive, no colour "
+        "management; its ICC profile is not applied)"),
     "16-bit PNG": ("png", None, "16-bit: read at 16 bits, round(v/257) to 8 bits"),
 }  # fmt: skip
 
@@ -522,6 +530,76 @@ def test_an_unusual_original_is_converted_and_listed(sample_copy, case):
     how = ORIGINAL_CASES[case][2]
     assert inputs.conversions == (Conversion(f"original/{path.name}", how),)
     rgb = decode_color(path.read_bytes())
-    assert np.abs(rgb.astype(np.int16) - want).max() <= (2 if case == "CMYK JPEG" else 0)
+    assert np.abs(rgb.astype(np.int16) - want).max() <= (2 if "CMYK" in case else 0)
     if case == "greyscale JPEG":
         assert (rgb == rgb[..., :1]).all()
+
+
+def test_a_build_converts_unusual_inputs_records_them_and_stays_deterministic(
+    sample_copy, tmp_path
+):
+    """A real build (Dask LocalCluster): a 16-bit mask's alpha member holds round(v/257); the
+    fg member keeps each unusual original's bytes and every reader decodes them the same way;
+    index.json and ``shards info`` list what was converted; two builds are byte-identical."""
+    data_dir, bg_dir = sample_copy
+    ids = _ids(data_dir)
+    mask16, m16 = _mask(data_dir, ids[0])
+    _mask_16bit(mask16, m16)
+    palette, m_pal = _mask(data_dir, ids[1])
+    _palette_mask(palette, m_pal)
+    (val_id,) = _validation_ids(data_dir)
+    train_id = next(fid for fid in ids if fid != val_id)
+    for fid in (val_id, train_id):  # 16-bit trimaps: only the validation one is ever read
+        trimap = data_dir / "trimap" / f"o_{fid}.png"
+        _write_png(trimap, cv2.imread(str(trimap), cv2.IMREAD_GRAYSCALE).astype(np.uint16) * 257)
+    cases = dict(zip(ids[2:], ORIGINAL_CASES, strict=False))
+    originals = {fid: _write_original(data_dir, fid, case) for fid, case in cases.items()}
+    out = tmp_path / "out"
+    summary = build(data_dir, bg_dir, _cfg(), out, ClusterOptions(workers=2))
+    assert summary.complete
+
+    index = read_index(out)
+    listed = {c["file"]: c["how"] for c in index.meta["inputs"]["conversions"]}
+    assert listed == {
+        f"mask/o_{ids[0]}.png": MASK_CASES["16-bit grey"][1],
+        f"mask/o_{ids[1]}.png": MASK_CASES["palette of greys"][1],
+        f"trimap/o_{val_id}.png": "16-bit: read at 16 bits, round(v/257) to 8 bits",
+        **{f"original/{originals[fid][0].name}": ORIGINAL_CASES[c][2] for fid, c in cases.items()},
+    }  # fmt: skip
+    seen = set()
+    urls = [str(out / s.path) for s in index.shards]
+    for key, sample in read_samples(urls, ("alpha", "fg", "trimap")):
+        fid = key[2:].split("-")[0]
+        seen.add(fid)
+        if fid == val_id:
+            assert np.array_equal(sample["trimap"], cv2.imread(str(data_dir / "trimap" /
+                                  f"o_{fid}.png"), cv2.IMREAD_UNCHANGED) // 257)  # fmt: skip
+        if fid in (ids[0], ids[1]):
+            assert np.array_equal(sample["alpha"], m16 if fid == ids[0] else m_pal)
+        if fid in originals:
+            path, want = originals[fid]
+            tolerance = 2 if "CMYK" in cases[fid] else 0  # vs Pillow's conversion
+            assert np.abs(sample["fg"].astype(np.int16) - want).max() <= tolerance
+    assert seen == set(ids)
+    stored = {raw.key.split("-")[0]: raw.files for url in urls for raw in raw_samples(url, ["fg"])}
+    for fid, (path, _) in originals.items():  # the fg member is the original's bytes, untouched
+        assert stored[f"o_{fid}"] == {f"fg{path.suffix}": path.read_bytes()}
+    assert verify(out, deep=True).ok  # merged == blend(decoded fg, fit(bg), decoded alpha)
+
+    shown = runner.invoke(app, ["shards", "info", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert "converted inputs: 7" in shown.output
+    assert f"mask/o_{ids[0]}.png: 16-bit: read at 16 bits, round(v/257)" in shown.output
+
+    again = build(data_dir, bg_dir, _cfg(), tmp_path / "again", ClusterOptions(workers=1))
+    assert again.complete
+    assert [s.sha256 for s in read_index(tmp_path / "again").shards] == [
+        s.sha256 for s in index.shards
+    ]
+
+    body = json.loads((out / "index.json").read_text())  # a set built before the record
+    del body["inputs"]["conversions"]
+    (out / "index.json").write_text(json.dumps(body))
+    assert describe(out)["inputs"]["conversions"] is None
+    shown = runner.invoke(app, ["shards", "info", str(out)])
+    assert shown.exit_code == 0 and "converted inputs: not recorded" in shown.output
