@@ -158,3 +158,10 @@ def test_decode_unchanged_keeps_the_alpha_and_orders_rgba():
     data = _pil(Image.fromarray(la, "LA"), "PNG")
     assert np.array_equal(decode_unchanged(data), np.dstack([la[..., :1]] * 3 + [la[..., 1:]]))
     assert np.array_equal(decode_grey(data), la[..., 0])
+
+
+def test_low_bit_grey_pngs_are_scaled_to_0_255():
+    bits = np.arange(64).reshape(8, 8) % 2 == 1
+    data = _pil(Image.fromarray(bits), "PNG")
+    assert data[24] == 1  # IHDR bit depth
+    assert np.array_equal(decode_grey(data), bits.astype(np.uint8) * 255)
