@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -161,6 +161,13 @@ def _remove_temporaries(out: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
+def _conversions(inputs: Inputs, split: Split) -> list[dict[str, str]]:
+    """The converted inputs this build reads, as ``index.json`` lists them (``file``, ``how``);
+    a train foreground's trimap is never read (training trimaps come from the alpha)."""
+    unread = {f"trimap/o_{fid}" for fid in split.train}
+    return [asdict(c) for c in inputs.conversions if c.file.rsplit(".", 1)[0] not in unread]
+
+
 def _index_meta(cfg: Config, inputs: Inputs, plan: Plan, summary: BuildSummary, cluster: str):
     split = plan.split
     return {
@@ -191,6 +198,7 @@ def _index_meta(cfg: Config, inputs: Inputs, plan: Plan, summary: BuildSummary, 
             "bg_dir": str(inputs.bg_dir),
             "foregrounds": len(inputs.foregrounds),
             "backgrounds": len(inputs.backgrounds),
+            "conversions": _conversions(inputs, split),
         },  # fmt: skip
         "build": {
             "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -3,7 +3,15 @@
 ``scan_inputs(data_dir, bg_dir)`` reads the AIM-500 layout (``original/o_<id>.jpg``,
 ``mask/o_<id>.png``, ``trimap/o_<id>.png``) and a folder of background photos, checks headers
 (sizes from the image header; backgrounds by their magic bytes), and returns sorted ``Inputs``.
-Pixels are not decoded here: a background whose body is corrupt is found while compositing.
+Pixels are not decoded here, with one exception: a mask that is not plain grey (a palette, RGB,
+or an alpha channel) is decoded to check that its colours are grey and its alpha opaque, the
+only masks whose matte is unambiguous. A background whose body is corrupt is found while
+compositing.
+
+Inputs that decode to 8-bit RGB / grey only by a conversion (16-bit, palette, greyscale or CMYK,
+an opaque alpha dropped: see ``shards.codec``) are listed in ``Inputs.conversions``, which the
+build records in ``index.json``; the stored ``fg`` keeps the original's bytes, and every reader
+decodes them through ``shards.codec`` the same way.
 """
 
 from __future__ import annotations
@@ -12,9 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from shards.codec import image_kind
+from shards.codec import decode_unchanged, image_kind
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -44,6 +53,14 @@ class Foreground:
 
 
 @dataclass(frozen=True)
+class Conversion:
+    """An input that becomes 8-bit RGB (original) or grey (mask, trimap) only by converting."""
+
+    file: str  # relative to the data dir, e.g. mask/o_x.png
+    how: str  # what the decoder does to it, e.g. "16-bit grey PNG: round(v/257) to 8 bits"
+
+
+@dataclass(frozen=True)
 class Inputs:
     """Validated inputs, sorted by name (never directory order)."""
 
@@ -52,6 +69,7 @@ class Inputs:
     foregrounds: tuple[Foreground, ...]
     backgrounds: tuple[str, ...]  # file names in bg_dir
     ignored: tuple[str, ...]  # files in bg_dir that are not images by name (e.g. README)
+    conversions: tuple[Conversion, ...] = ()  # converted originals, masks, trimaps, by file
 
 
 def _listing(folder: Path, problems: list[str]) -> dict[str, Path]:
@@ -69,18 +87,142 @@ def _listing(folder: Path, problems: list[str]) -> dict[str, Path]:
     return found
 
 
-def _header_size(path: Path) -> tuple[int, int] | str:
-    """``(height, width)`` from the header, or the reason it cannot be read."""
+@dataclass(frozen=True)
+class _Header:
+    """What an image's header says (no pixels decoded)."""
+
+    height: int
+    width: int
+    format: str  # JPEG or PNG
+    mode: str  # Pillow's mode: L, RGB, CMYK, P, LA, RGBA, I;16 ...
+    bit_depth: int  # bits per sample (PNG's IHDR; 8 for JPEG)
+    color_type: int | None  # PNG's IHDR colour type: 0 grey, 2 RGB, 3 palette, 4 LA, 6 RGBA
+    transparency: bool  # a PNG tRNS chunk
+    icc: bool  # an embedded ICC profile
+
+
+_PNG_TYPES = {0: "grey", 2: "RGB", 3: "palette", 4: "grey+alpha (LA)", 6: "RGBA"}
+
+
+def _header(path: Path) -> _Header | str:
+    """The image's header, or the reason it cannot be read."""
     try:
         with Image.open(path) as img:
             if img.format not in ("JPEG", "PNG"):
                 return f"is {img.format}, expected JPEG or PNG"
             width, height = img.size
-            return height, width
+            depth, color_type = 8, None
+            if img.format == "PNG":
+                img.fp.seek(24)  # IHDR follows the 8-byte signature and its 8-byte chunk header
+                depth, color_type = img.fp.read(2)
+            icc = bool(img.info.get("icc_profile"))
+            return _Header(
+                height,
+                width,
+                img.format,
+                img.mode,
+                depth,
+                color_type,
+                "transparency" in img.info,
+                icc,
+            )
     except UnidentifiedImageError:
         return "not a readable image (unknown format or corrupt header)"
-    except OSError as exc:
-        return f"cannot be read ({exc.strerror or exc})"
+    except (OSError, ValueError) as exc:
+        return f"cannot be read ({getattr(exc, 'strerror', None) or exc})"
+
+
+def _bits(h: _Header) -> list[str]:
+    """The conversions a PNG's bit depth needs."""
+    if h.bit_depth == 16:
+        return ["16-bit: read at 16 bits, round(v/257) to 8 bits"]
+    if h.bit_depth < 8 and h.color_type == 0:
+        return [f"{h.bit_depth}-bit grey: scaled to 0..255 (v*255/{2**h.bit_depth - 1})"]
+    return []
+
+
+def _original_conversion(h: _Header) -> str | None:
+    """How an original becomes 8-bit RGB, or None when it is 8-bit RGB already."""
+    if h.format == "JPEG":
+        if h.mode == "L":
+            return "greyscale JPEG: decoded as RGB with R = G = B"
+        if h.mode == "CMYK":
+            icc = "; its ICC profile is not applied" if h.icc else ""
+            return ("CMYK JPEG: read as Adobe-inverted CMYK, RGB = (255-C)(255-K)/255 "
+                    f"(naive, no colour management{icc})")  # fmt: skip
+        return None
+    parts = _bits(h)
+    if h.color_type in (0, 4):
+        parts.append("greyscale PNG: decoded as RGB with R = G = B")
+    elif h.color_type == 3:
+        parts.append("palette PNG: decoded to its palette's colours")
+    if h.color_type in (4, 6) or h.transparency:
+        parts.append("its transparency is ignored (the matte is the mask)")
+    return "; ".join(parts) or None
+
+
+def _mask_header(h: _Header) -> tuple[bool, list[str]]:
+    """``(needs a pixel check, conversions)`` of a mask (or trimap) from its header."""
+    parts = _bits(h)
+    if h.format == "JPEG" or h.color_type == 0:
+        if h.transparency:  # one grey value marked transparent: the grey values are the matte
+            parts.append("its tRNS transparency is ignored: the grey values are the matte")
+        return False, parts
+    return True, parts  # palette, RGB, LA, RGBA: are its colours grey, is its alpha opaque?
+
+
+def _trimap_conversion(h: _Header) -> list[str]:
+    """How a trimap becomes 8-bit grey (its values are checked after decoding, in the build)."""
+    parts = _bits(h)
+    if h.color_type == 3:
+        parts.append("palette PNG: decoded to its palette's greys")
+    elif h.color_type in (2, 4, 6):
+        parts.append(f"{_PNG_TYPES[h.color_type]} PNG: decoded to grey, transparency ignored")
+    return parts
+
+
+def _mask_pixels(path: Path, h: _Header) -> tuple[str | None, str | None]:
+    """``(problem, conversion)`` of a mask that is not plain grey, from its pixels.
+
+    The matte is unambiguous when every pixel is grey (R = G = B) and any alpha is fully
+    opaque: then it is that grey. A varying alpha could be the matte as well as the greys, and
+    colours are no matte at all; both are refused.
+    """
+    kind = _PNG_TYPES.get(h.color_type, f"colour type {h.color_type}")
+    a_kind = f"{'an' if kind.startswith('R') else 'a'} {kind}"
+    try:
+        arr = decode_unchanged(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        return f"cannot be decoded ({exc})", None
+    if arr.ndim == 2:  # decoded plain grey after all: nothing to choose
+        return None, None
+    opaque = np.iinfo(arr.dtype).max
+    if arr.shape[2] == 4 and (transparent := int((arr[..., 3] != opaque).sum())):
+        return (
+            f"mask is {a_kind} PNG whose alpha channel is not fully opaque ({transparent} "
+            "pixels): it is ambiguous whether the matte is its grey values or its alpha; "
+            "save the matte alone as a single-channel greyscale PNG (mode L)",
+            None,
+        )
+    rgb = arr[..., :3]
+    colour = (rgb[..., 0] != rgb[..., 1]) | (rgb[..., 1] != rgb[..., 2])
+    if colour.any():
+        y, x = (int(i[0]) for i in np.nonzero(colour))
+        return (
+            f"mask is {a_kind} PNG with colours that are not grey ({int(colour.sum())} pixels, "
+            f"e.g. RGB {tuple(int(c) for c in rgb[y, x])} at x={x}, y={y}): a matte is grey; "
+            "save it as a single-channel greyscale PNG (mode L)",
+            None,
+        )
+    parts = []
+    if h.color_type == 3:
+        parts.append("palette PNG with grey entries: alpha = each pixel's palette grey, "
+                     "not its index")  # fmt: skip
+    elif h.color_type in (2, 6):
+        parts.append(f"{kind} PNG with R = G = B: alpha = that grey")
+    if arr.shape[2] == 4:
+        parts.append(f"{'its' if parts else kind + ' PNG:'} fully opaque alpha is dropped")
+    return None, "; ".join(parts)
 
 
 def _sniff(path: Path) -> str | None:
@@ -105,7 +247,9 @@ def scan_inputs(data_dir: Path, bg_dir: Path, threads: int = 16) -> Inputs:
         ``Inputs`` sorted by file name.
 
     Raises:
-        InputError: listing every missing folder, unpaired or unreadable file, size mismatch.
+        InputError: listing every missing folder, unpaired or unreadable file, size mismatch,
+            and every mask whose matte is ambiguous (an alpha that is not fully opaque) or not
+            grey (a palette or RGB mask with colours).
     """
     data_dir, bg_dir = Path(data_dir).resolve(), Path(bg_dir).resolve()
     problems: list[str] = []
@@ -135,37 +279,50 @@ def scan_inputs(data_dir: Path, bg_dir: Path, threads: int = 16) -> Inputs:
     backgrounds = [p for p in bg_files if p.suffix.lower() in IMAGE_SUFFIXES]
     ignored = tuple(p.name for p in bg_files if p.suffix.lower() not in IMAGE_SUFFIXES)
     with ThreadPoolExecutor(threads) as pool:
-        sizes = dict(zip(to_read, pool.map(_header_size, to_read), strict=True))
+        headers = dict(zip(to_read, pool.map(_header, to_read), strict=True))
         sniffed = list(pool.map(_sniff, backgrounds))
+        looked_at = [m for s in paired if isinstance(h := headers[m := masks[s]], _Header)
+                     and _mask_header(h)[0]]  # fmt: skip
+        pixels = dict(zip(looked_at, pool.map(lambda m: _mask_pixels(m, headers[m]), looked_at),
+                          strict=True))  # fmt: skip
 
-    foregrounds = []
+    foregrounds, conversions = [], []
+
+    def converted(path: Path, parts: list[str | None]) -> None:
+        if how := "; ".join(p for p in parts if p):
+            conversions.append(Conversion(str(path.relative_to(data_dir)), how))
+
     for stem in paired:
-        o_size, m_size = sizes[originals[stem]], sizes[masks[stem]]
-        t_path = trimaps.get(stem)
-        t_size = sizes[t_path] if t_path else None
-        for path, size in ((originals[stem], o_size), (masks[stem], m_size), (t_path, t_size)):
-            if isinstance(size, str):
-                problems.append(f"{path}: {size}")
-        if isinstance(o_size, str) or isinstance(m_size, str):
+        o_path, m_path, t_path = originals[stem], masks[stem], trimaps.get(stem)
+        o_head, m_head = headers[o_path], headers[m_path]
+        t_head = headers[t_path] if t_path else None
+        for path, head in ((o_path, o_head), (m_path, m_head), (t_path, t_head)):
+            if isinstance(head, str):
+                problems.append(f"{path}: {head}")
+        if isinstance(o_head, str) or isinstance(m_head, str):
             continue
-        if o_size != m_size:
-            problems.append(
-                f"{masks[stem]}: mask is {m_size[1]}x{m_size[0]} but original is "
-                f"{o_size[1]}x{o_size[0]}"
-            )
-        if isinstance(t_size, tuple) and t_size != o_size:
-            problems.append(
-                f"{t_path}: trimap is {t_size[1]}x{t_size[0]} but original is "
-                f"{o_size[1]}x{o_size[0]}"
-            )
+        size = (o_head.height, o_head.width)
+        if (m_head.height, m_head.width) != size:
+            problems.append(f"{m_path}: mask is {m_head.width}x{m_head.height} but original is "
+                            f"{size[1]}x{size[0]}")  # fmt: skip
+        if isinstance(t_head, _Header) and (t_head.height, t_head.width) != size:
+            problems.append(f"{t_path}: trimap is {t_head.width}x{t_head.height} but original "
+                            f"is {size[1]}x{size[0]}")  # fmt: skip
+        problem, how = pixels.get(m_path, (None, None))
+        if problem:
+            problems.append(f"{m_path}: {problem}")
+        converted(o_path, [_original_conversion(o_head)])
+        converted(m_path, [*_mask_header(m_head)[1], how])
+        if isinstance(t_head, _Header):
+            converted(t_path, _trimap_conversion(t_head))
         foregrounds.append(
             Foreground(
                 id=stem[2:],
-                original=str(originals[stem]),
-                mask=str(masks[stem]),
+                original=str(o_path),
+                mask=str(m_path),
                 trimap=str(t_path) if t_path else None,
-                height=o_size[0],
-                width=o_size[1],
+                height=size[0],
+                width=size[1],
             )
         )
     problems += [f"{path}: {why}" for path, why in zip(backgrounds, sniffed, strict=True) if why]
@@ -183,4 +340,5 @@ def scan_inputs(data_dir: Path, bg_dir: Path, threads: int = 16) -> Inputs:
         foregrounds=tuple(foregrounds),
         backgrounds=tuple(p.name for p in backgrounds),
         ignored=ignored,
+        conversions=tuple(conversions),
     )

@@ -3,7 +3,8 @@
 Public API:
 - pixel rules (``shards.mattes``): ``BackgroundFit``, ``background_fit``, ``apply_fit``,
   ``fit_background``, ``blend``, ``trimap_from_alpha``;
-- codecs (``shards.codec``): ``decode_color``, ``decode_grey``, ``encode_png``;
+- codecs (``shards.codec``): ``decode_color``, ``decode_grey``, ``decode_unchanged``,
+  ``encode_png``, ``to_8bit`` (16-bit samples to 8: ``round(v/257)``);
 - writing (``shards.writer``, ``shards.atomic``): ``ShardWriter``, ``sha256_file``,
   ``atomic_write_bytes``, ``atomic_file`` (the one atomic write);
 - the index (``shards.index``): ``Index``, ``ShardInfo``, ``read_index``, ``parse_index``,
@@ -15,7 +16,7 @@ It knows nothing of how composites are planned, of models or of metrics.
 """
 
 from shards.atomic import atomic_file, atomic_write_bytes
-from shards.codec import decode_color, decode_grey, encode_png
+from shards.codec import decode_color, decode_grey, decode_unchanged, encode_png, to_8bit
 from shards.index import Index, ShardInfo, parse_index, read_index, read_samples
 from shards.mattes import (
     BackgroundFit,
@@ -39,11 +40,13 @@ __all__ = [
     "blend",
     "decode_color",
     "decode_grey",
+    "decode_unchanged",
     "encode_png",
     "fit_background",
     "parse_index",
     "read_index",
     "read_samples",
     "sha256_file",
+    "to_8bit",
     "trimap_from_alpha",
 ]

@@ -28,6 +28,7 @@ app = group(
 )
 out = Console()
 err = Console(stderr=True)
+CONVERSIONS_SHOWN = 20  # converted inputs listed by ``info`` (``--json`` lists them all)
 
 
 @app.callback()
@@ -115,7 +116,8 @@ def info_command(
     """Describe a shard set from its index alone (instant, whatever its size).
 
     Samples and bytes per split, image size distribution, the build's config, split rule,
-    composition rule and build time. Reads index.json and samples.parquet, never the shards.
+    composition rule, inputs (and which were converted to 8 bits, and how) and build time.
+    Reads index.json and samples.parquet, never the shards.
     """
     try:
         info = describe(root)
@@ -140,6 +142,17 @@ def info_command(
     ids = config.get("data", {}).get("validation_ids")
     if ids is not None:
         config["data"]["validation_ids"] = f"<{len(ids)} ids>"
-    for key, value in (("split", info["split_rule"]), ("composition", info["composition"]),
-                       ("build", info["build"]), ("config", config)):  # fmt: skip
+    inputs = dict(info["inputs"])
+    conversions = inputs.pop("conversions")
+    sections = {"split": info["split_rule"], "composition": info["composition"], "inputs": inputs,
+                "build": info["build"], "config": config}  # fmt: skip
+    for key, value in sections.items():
         out.print(f"{key}: {json.dumps(value)}", highlight=False, markup=False)
+    if conversions is None:
+        out.print("converted inputs: not recorded (the set predates the record)", highlight=False)
+        return
+    out.print(f"converted inputs: {len(conversions)}", highlight=False)
+    for c in conversions[:CONVERSIONS_SHOWN]:
+        out.print(f"  {c['file']}: {c['how']}", highlight=False, markup=False)
+    if len(conversions) > CONVERSIONS_SHOWN:
+        out.print(f"  ... and {len(conversions) - CONVERSIONS_SHOWN} more (--json lists them all)")

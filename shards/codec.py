@@ -9,6 +9,20 @@ level and ISA-L build.
 
 Arrays are uint8 and channel-last; colour is RGB, the project's one colour convention (OpenCV
 decodes straight to RGB, and the PNG holds RGB as it is).
+
+What the decoders make of unusual files (every reader of a shard or an input decodes through
+here, so compositing, ``verify --deep``, training and evaluation see the same pixels):
+
+- 16-bit PNGs are read at full precision and brought to 8 bits by ``to_8bit``: ``round(v/257)``
+  (OpenCV alone would keep the high byte, ``v >> 8``);
+- 1-, 2- and 4-bit grey PNGs are scaled to 0..255 (libpng: ``v * 255 / (2**d - 1)``);
+- palettes are expanded to their colours (a grey palette gives its greys, never the indices);
+- a greyscale image decodes as colour with R = G = B;
+- a CMYK JPEG is read as Adobe-inverted CMYK (what Photoshop writes, and what Pillow assumes)
+  and converted naively, R ~ (255-C)(255-K)/255, within 2 levels of Pillow's
+  ``convert("RGB")``; an embedded ICC profile is not applied (nor by Pillow);
+- an alpha channel is dropped by ``decode_color`` and ``decode_grey`` (``decode_unchanged``
+  keeps it, for the input checks that must look at it).
 """
 
 from __future__ import annotations
@@ -21,7 +35,8 @@ from isal import isal_zlib
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
-_DECODE_FLAGS = cv2.IMREAD_IGNORE_ORIENTATION  # mattes carry no EXIF: never rotate the photo
+# mattes carry no EXIF: never rotate the photo; 16-bit files stay 16-bit, to round them ourselves
+_DECODE_FLAGS = cv2.IMREAD_IGNORE_ORIENTATION | cv2.IMREAD_ANYDEPTH
 # OpenCV >= 4.10 decodes to RGB directly (the same values as BGR reversed, at no cost)
 _COLOR_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
 _FILTER_UP = 2
@@ -36,15 +51,40 @@ def image_kind(head: bytes) -> str | None:
     return None
 
 
-def _decode(data: bytes, flags: int) -> np.ndarray:
+def to_8bit(arr: np.ndarray) -> np.ndarray:
+    """16-bit samples to 8 bits: ``round(v / 257)``, exactly, as ``(v + 128) // 257``.
+
+    ``v / 257`` is never half-way between two integers (257 is odd), so no tie arises and the
+    integer form equals the exact rational rounding for every ``v`` in 0..65535 (as it equals
+    ``shards.mattes.to_uint8(v / 65535)``); 0 -> 0, 65535 -> 255, 257 * k -> k.
+
+    Args:
+        arr: uint16 array of any shape (uint8 is returned as it is).
+
+    Returns:
+        uint8 array of the same shape.
+    """
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype != np.uint16:
+        raise ValueError(f"to_8bit takes uint8 or uint16, got {arr.dtype}")
+    return ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
+def _decode_raw(data: bytes, flags: int) -> np.ndarray:
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), flags | _DECODE_FLAGS)
     if arr is None:
         raise ValueError("not a decodable image")
     return arr
 
 
+def _decode(data: bytes, flags: int) -> np.ndarray:
+    return to_8bit(_decode_raw(data, flags))
+
+
 def decode_color(data: bytes) -> np.ndarray:
-    """Decode JPEG/PNG bytes to (H, W, 3) uint8 RGB, ignoring EXIF orientation.
+    """Decode JPEG/PNG bytes to (H, W, 3) uint8 RGB, ignoring EXIF orientation (16-bit, grey,
+    palette, CMYK and alpha files as the module docstring says).
 
     Raises:
         ValueError: the bytes are not a decodable image.
@@ -55,12 +95,29 @@ def decode_color(data: bytes) -> np.ndarray:
 
 
 def decode_grey(data: bytes) -> np.ndarray:
-    """Decode PNG/JPEG bytes to (H, W) uint8 (colour mattes are converted to grey).
+    """Decode PNG/JPEG bytes to (H, W) uint8 (colour mattes are converted to grey: R = G = B
+    gives that value exactly; 16-bit ones are rounded by ``to_8bit``).
 
     Raises:
         ValueError: the bytes are not a decodable image.
     """
     return _decode(data, cv2.IMREAD_GRAYSCALE)
+
+
+def decode_unchanged(data: bytes) -> np.ndarray:
+    """Decode PNG/JPEG bytes as stored: (H, W) grey, or (H, W, 3) RGB, or (H, W, 4) RGBA.
+
+    uint8, or uint16 for 16-bit PNGs (not rounded). Palettes are expanded to RGB (RGBA when the
+    palette has transparent entries); a grey image with an alpha channel comes back as RGBA with
+    R = G = B. Used to look at what ``decode_grey`` would drop (the alpha, the colours).
+
+    Raises:
+        ValueError: the bytes are not a decodable image.
+    """
+    arr = _decode_raw(data, cv2.IMREAD_UNCHANGED)
+    if arr.ndim == 3 and arr.shape[2] >= 3:  # OpenCV's B, G, R(, A) -> R, G, B(, A)
+        arr = np.ascontiguousarray(arr[..., [2, 1, 0, *range(3, arr.shape[2])]])
+    return arr
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:

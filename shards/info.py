@@ -18,7 +18,9 @@ def _size(width: float, height: float) -> str:
 
 
 def describe(root: Path) -> dict[str, Any]:
-    """Samples and bytes per split, image size distribution, config, split rule, build time.
+    """Samples and bytes per split, image size distribution, config, split rule, build time,
+    the inputs (folders, counts, and each input converted to 8 bits: ``file``, ``how``; None in
+    sets built before conversions were recorded).
 
     Never opens a shard, so it takes milliseconds for 44,200 samples.
 
@@ -68,6 +70,8 @@ def describe(root: Path) -> dict[str, Any]:
         "split_rule": {k: v for k, v in meta.get("split", {}).items() if k == "rule"}
         | {f"{k}_count": len(v) for k, v in meta.get("split", {}).items() if isinstance(v, list)},
         "composition": meta.get("composition", {}),
+        # the inputs and those converted to 8 bits (None: a set built before they were recorded)
+        "inputs": {"conversions": None, **meta.get("inputs", {})},
         "build": meta.get("build", {}),
         "config": meta.get("config", {}),
     }

@@ -7,21 +7,28 @@ with exit code 2.
 
 from __future__ import annotations
 
+import io
+import json
 import re
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from configs import load_config
 from indexnet_cli import app
 from pipeline.build import build, default_out, prepare
-from pipeline.inputs import InputError, scan_inputs
+from pipeline.inputs import Conversion, InputError, scan_inputs
 from pipeline.plan import split_foregrounds
 from shards.cluster import ClusterOptions
+from shards.codec import decode_color, decode_grey
 from shards.index import read_index
+from shards.info import describe
+from shards.reader import raw_samples, read_samples
+from shards.verify import verify
 
 runner = CliRunner()
 SMALL = ["data.bgs_per_train_fg=6", "data.bgs_per_val_fg=4", "data.samples_per_shard=8"]
@@ -356,3 +363,243 @@ def test_a_single_foreground_cannot_be_split(sample_copy, tmp_path):
             (data_dir / sub / f"o_{stem}.{ext}").unlink()
     error = _build_error(data_dir, bg_dir, tmp_path / "out")
     assert error.problems == [f"{data_dir}: 2 or more foregrounds needed, found 1"]
+
+
+# --- unusual masks and originals: converted (and recorded), or refused by name --------------
+
+
+def _save(path: Path, img: Image.Image, **kwargs) -> None:
+    buf = io.BytesIO()
+    img.save(buf, "PNG" if path.suffix == ".png" else "JPEG", **kwargs)
+    path.write_bytes(buf.getvalue())
+
+
+def _mask(data_dir: Path, fid: str) -> tuple[Path, np.ndarray]:
+    path = data_dir / "mask" / f"o_{fid}.png"
+    return path, cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+
+
+def _grey_palette(index_to_grey) -> list[int]:
+    return [g for i in range(256) for g in (index_to_grey(i),) * 3]
+
+
+def _mask_16bit(path: Path, m: np.ndarray) -> np.ndarray:
+    """Write ``m`` as 16-bit values v with round(v/257) == m that keep another high byte."""
+    rng = np.random.default_rng(7)
+    v = m.astype(np.int64) * 257 + rng.integers(-128, 129, m.shape)
+    v = np.clip(v, 0, 65535).astype(np.uint16)
+    _write_png(path, v)
+    assert not np.array_equal(v >> 8, m)  # so the old 8-bit decode would get it wrong
+    return v
+
+
+def _palette_mask(path: Path, m: np.ndarray) -> None:
+    """``m`` as a palette PNG whose indices are not its greys: index 255 - g has grey g."""
+    img = Image.fromarray(255 - m, "P")
+    img.putpalette(_grey_palette(lambda i: 255 - i))
+    _save(path, img)
+
+
+MASK_CASES = {  # how each mask is written -> how the scan says it is converted
+    "16-bit grey": (_mask_16bit, "16-bit: read at 16 bits, round(v/257) to 8 bits"),
+    "palette of greys": (
+        _palette_mask,
+        "palette PNG with grey entries: alpha = each pixel's palette grey, not its index",
+    ),
+    "RGB with R = G = B": (
+        lambda p, m: _write_png(p, np.dstack([m] * 3)),
+        "RGB PNG with R = G = B: alpha = that grey",
+    ),
+    "RGBA, opaque": (
+        lambda p, m: _write_png(p, np.dstack([m] * 3 + [np.full_like(m, 255)])),
+        "RGBA PNG with R = G = B: alpha = that grey; its fully opaque alpha is dropped",
+    ),
+    "LA, opaque": (
+        lambda p, m: _save(p, Image.fromarray(np.dstack([m, np.full_like(m, 255)]), "LA")),
+        "grey+alpha (LA) PNG: fully opaque alpha is dropped",
+    ),
+    "16-bit RGBA, opaque": (
+        lambda p, m: _write_png(
+            p, np.dstack([m.astype(np.uint16) * 257] * 3 + [np.full(m.shape, 65535, np.uint16)])
+        ),
+        "16-bit: read at 16 bits, round(v/257) to 8 bits; RGBA PNG with R = G = B: alpha = "
+        "that grey; its fully opaque alpha is dropped",
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("case", MASK_CASES)
+def test_a_mask_whose_matte_is_unambiguous_is_converted_and_listed(sample_copy, case):
+    data_dir, bg_dir = sample_copy
+    fid = _ids(data_dir)[2]
+    path, m = _mask(data_dir, fid)
+    write, how = MASK_CASES[case]
+    write(path, m)
+    assert Image.open(path).mode != "L"
+    inputs = scan_inputs(data_dir, bg_dir)
+    assert inputs.conversions == (Conversion(f"mask/o_{fid}.png", how),)
+    assert np.array_equal(decode_grey(path.read_bytes()), m)  # what compositing reads
+
+
+def test_plain_8_bit_inputs_list_no_conversion(sample_copy):
+    assert scan_inputs(*sample_copy).conversions == ()
+
+
+def test_masks_that_hide_their_matte_are_refused_by_name_before_any_work(sample_copy, tmp_path):
+    data_dir, bg_dir = sample_copy
+    ids = _ids(data_dir)
+    paths, masks = zip(*(_mask(data_dir, fid) for fid in ids[:5]), strict=True)
+    m = masks[0]  # LA whose alpha varies: the greys or the alpha?
+    _save(paths[0], Image.fromarray(np.dstack([m, 255 - m]), "LA"))
+    m = masks[1]  # RGBA, grey, with a transparent hole
+    alpha = np.full_like(m, 255)
+    alpha[:3, :4] = 0
+    _write_png(paths[1], np.dstack([m] * 3 + [alpha]))
+    m = masks[2]  # palette with one colour entry in use
+    used = int(m[0, 0])
+    img = Image.fromarray(m, "P")
+    img.putpalette([c for i in range(256) for c in ((255, 0, 0) if i == used else (i, i, i))])
+    _save(paths[2], img)
+    m = masks[3]  # RGB with one coloured pixel
+    rgb = np.dstack([m] * 3)
+    rgb[5, 7] = (30, 20, 10)  # B, G, R for OpenCV
+    _write_png(paths[3], rgb)
+    m = masks[4]  # palette of greys with a transparent entry in use
+    img = Image.fromarray(m, "P")
+    img.putpalette(_grey_palette(lambda i: i))
+    _save(paths[4], img, transparency=int(m[-1, -1]))
+
+    error = _build_error(data_dir, bg_dir, tmp_path / "out")
+    assert str(error).startswith("5 problem(s) with the inputs; nothing was written")
+    ambiguous = ("alpha channel is not fully opaque ({n} pixels): it is ambiguous whether the "
+                 "matte is its grey values or its alpha; save the matte alone as a "
+                 "single-channel greyscale PNG (mode L)")  # fmt: skip
+    red = int((masks[2] == used).sum())
+    colours = ("with colours that are not grey ({n} pixels, e.g. RGB {rgb} at x={x}, y={y}): "
+               "a matte is grey; save it as a single-channel greyscale PNG (mode L)")  # fmt: skip
+    y, x = (int(i[0]) for i in np.nonzero(masks[2] == used))
+    assert error.problems == [
+        f"{paths[0]}: mask is a grey+alpha (LA) PNG whose "
+        + ambiguous.format(n=int((masks[0] != 0).sum())),
+        f"{paths[1]}: mask is an RGBA PNG whose " + ambiguous.format(n=12),
+        f"{paths[2]}: mask is a palette PNG " + colours.format(n=red, rgb=(255, 0, 0), x=x, y=y),
+        f"{paths[3]}: mask is an RGB PNG " + colours.format(n=1, rgb=(10, 20, 30), x=7, y=5),
+        f"{paths[4]}: mask is a palette PNG whose "
+        + ambiguous.format(n=int((masks[4] == masks[4][-1, -1]).sum())),
+    ]
+
+
+ORIGINAL_CASES = {
+    "greyscale JPEG": ("jpg", lambda rgb: (Image.fromarray(rgb).convert("L"), {}),
+                       "greyscale JPEG: decoded as RGB with R = G = B"),
+    "CMYK JPEG": ("jpg", lambda rgb: (Image.fromarray(rgb).convert("CMYK"), {}),
+                  "CMYK JPEG: read as Adobe-inverted CMYK, RGB = (255-C)(255-K)/255 (naive, no "
+                  "colour management)"),
+    "CMYK JPEG with an ICC profile": (
+        "jpg", lambda rgb: (Image.fromarray(rgb).convert("CMYK"), {"icc_profile": b"\0" * 128}),
+        "CMYK JPEG: read as Adobe-inverted CMYK, RGB = (255-C)(255-K)/255 (naive, no colour "
+        "management; its ICC profile is not applied)"),
+    "16-bit PNG": ("png", None, "16-bit: read at 16 bits, round(v/257) to 8 bits"),
+}  # fmt: skip
+
+
+def _write_original(data_dir: Path, fid: str, case: str) -> tuple[Path, np.ndarray]:
+    """Replace o_<fid>'s original as ``case``; returns its path and the RGB it must decode to."""
+    ext, make, _ = ORIGINAL_CASES[case]
+    old = data_dir / "original" / f"o_{fid}.jpg"
+    rgb = np.asarray(Image.open(old).convert("RGB"))
+    old.unlink()
+    path = old.with_suffix(f".{ext}")
+    if make is None:  # 16-bit: values whose round(v/257) is rgb, keeping another high byte
+        v = rgb.astype(np.int64) * 257 + np.random.default_rng(3).integers(-128, 129, rgb.shape)
+        v = np.clip(v, 0, 65535).astype(np.uint16)
+        _write_png(path, v[..., ::-1])
+        assert not np.array_equal(v >> 8, rgb)
+        return path, rgb
+    img, kwargs = make(rgb)
+    _save(path, img, quality=95, **kwargs)
+    return path, np.asarray(Image.open(path).convert("RGB"))  # Pillow's reading of it
+
+
+@pytest.mark.parametrize("case", ORIGINAL_CASES)
+def test_an_unusual_original_is_converted_and_listed(sample_copy, case):
+    data_dir, bg_dir = sample_copy
+    fid = _ids(data_dir)[1]
+    path, want = _write_original(data_dir, fid, case)
+    inputs = scan_inputs(data_dir, bg_dir)
+    how = ORIGINAL_CASES[case][2]
+    assert inputs.conversions == (Conversion(f"original/{path.name}", how),)
+    rgb = decode_color(path.read_bytes())
+    assert np.abs(rgb.astype(np.int16) - want).max() <= (2 if "CMYK" in case else 0)
+    if case == "greyscale JPEG":
+        assert (rgb == rgb[..., :1]).all()
+
+
+def test_a_build_converts_unusual_inputs_records_them_and_stays_deterministic(
+    sample_copy, tmp_path
+):
+    """A real build (Dask LocalCluster): a 16-bit mask's alpha member holds round(v/257); the
+    fg member keeps each unusual original's bytes and every reader decodes them the same way;
+    index.json and ``shards info`` list what was converted; two builds are byte-identical."""
+    data_dir, bg_dir = sample_copy
+    ids = _ids(data_dir)
+    mask16, m16 = _mask(data_dir, ids[0])
+    _mask_16bit(mask16, m16)
+    palette, m_pal = _mask(data_dir, ids[1])
+    _palette_mask(palette, m_pal)
+    (val_id,) = _validation_ids(data_dir)
+    train_id = next(fid for fid in ids if fid != val_id)
+    for fid in (val_id, train_id):  # 16-bit trimaps: only the validation one is ever read
+        trimap = data_dir / "trimap" / f"o_{fid}.png"
+        _write_png(trimap, cv2.imread(str(trimap), cv2.IMREAD_GRAYSCALE).astype(np.uint16) * 257)
+    cases = dict(zip(ids[2:], ORIGINAL_CASES, strict=False))
+    originals = {fid: _write_original(data_dir, fid, case) for fid, case in cases.items()}
+    out = tmp_path / "out"
+    summary = build(data_dir, bg_dir, _cfg(), out, ClusterOptions(workers=2))
+    assert summary.complete
+
+    index = read_index(out)
+    listed = {c["file"]: c["how"] for c in index.meta["inputs"]["conversions"]}
+    assert listed == {
+        f"mask/o_{ids[0]}.png": MASK_CASES["16-bit grey"][1],
+        f"mask/o_{ids[1]}.png": MASK_CASES["palette of greys"][1],
+        f"trimap/o_{val_id}.png": "16-bit: read at 16 bits, round(v/257) to 8 bits",
+        **{f"original/{originals[fid][0].name}": ORIGINAL_CASES[c][2] for fid, c in cases.items()},
+    }  # fmt: skip
+    seen = set()
+    urls = [str(out / s.path) for s in index.shards]
+    for key, sample in read_samples(urls, ("alpha", "fg", "trimap")):
+        fid = key[2:].split("-")[0]
+        seen.add(fid)
+        if fid == val_id:
+            assert np.array_equal(sample["trimap"], cv2.imread(str(data_dir / "trimap" /
+                                  f"o_{fid}.png"), cv2.IMREAD_UNCHANGED) // 257)  # fmt: skip
+        if fid in (ids[0], ids[1]):
+            assert np.array_equal(sample["alpha"], m16 if fid == ids[0] else m_pal)
+        if fid in originals:
+            path, want = originals[fid]
+            tolerance = 2 if "CMYK" in cases[fid] else 0  # vs Pillow's conversion
+            assert np.abs(sample["fg"].astype(np.int16) - want).max() <= tolerance
+    assert seen == set(ids)
+    stored = {raw.key.split("-")[0]: raw.files for url in urls for raw in raw_samples(url, ["fg"])}
+    for fid, (path, _) in originals.items():  # the fg member is the original's bytes, untouched
+        assert stored[f"o_{fid}"] == {f"fg{path.suffix}": path.read_bytes()}
+    assert verify(out, deep=True).ok  # merged == blend(decoded fg, fit(bg), decoded alpha)
+
+    shown = runner.invoke(app, ["shards", "info", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert "converted inputs: 7" in shown.output
+    assert f"mask/o_{ids[0]}.png: 16-bit: read at 16 bits, round(v/257)" in shown.output
+
+    again = build(data_dir, bg_dir, _cfg(), tmp_path / "again", ClusterOptions(workers=1))
+    assert again.complete
+    assert [s.sha256 for s in read_index(tmp_path / "again").shards] == [
+        s.sha256 for s in index.shards
+    ]
+
+    body = json.loads((out / "index.json").read_text())  # a set built before the record
+    del body["inputs"]["conversions"]
+    (out / "index.json").write_text(json.dumps(body))
+    assert describe(out)["inputs"]["conversions"] is None
+    shown = runner.invoke(app, ["shards", "info", str(out)])
+    assert shown.exit_code == 0 and "converted inputs: not recorded" in shown.output
