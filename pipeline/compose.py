@@ -194,19 +194,21 @@ def _row(task: ShardTask, s: PlannedSample, status: str, error: str, **extra) ->
     return row
 
 
-def build_shard(task: ShardTask, force: bool = False) -> ShardResult:
+def build_shard(task: ShardTask, force: bool = False, threads: int = 1) -> ShardResult:
     """Composite and write one shard (or return it as found when already finished).
 
     Args:
         task: the shard's plan slice, paths and settings.
         force: rebuild even when a finished shard is on disk.
+        threads: OpenCV threads (``cv2.setNumThreads``); 1 on Dask workers, one core each.
+            The bytes do not depend on it (``--check-determinism`` rebuilds with more).
 
     Returns:
         The shard's ``ShardResult`` (also written to its record file).
     """
     if not force and (done := load_finished(task)) is not None:
         return done
-    cv2.setNumThreads(1)  # one core per Dask worker process: no oversubscription
+    cv2.setNumThreads(threads)  # 1: one core per Dask worker process, no oversubscription
     start = time.perf_counter()
     out_dir, bg_dir = Path(task.out_dir), Path(task.bg_dir)
     last_use = {s.fg_id: i for i, s in enumerate(task.samples)}
