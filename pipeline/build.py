@@ -130,26 +130,29 @@ def _clear(out: Path) -> None:
         shutil.rmtree(out / sub, ignore_errors=True)
 
 
+def same_plan(out: Path, plan: Plan) -> bool:
+    """Whether ``out/plan.parquet`` is ``plan`` (rows, split, settings and spares)."""
+    try:
+        return pq.read_table(Path(out) / PLAN_NAME).equals(plan.table(), check_metadata=True)
+    except Exception:  # noqa: BLE001 - a missing or unreadable plan is a different plan
+        return False
+
+
 def _claim(out: Path, plan: Plan, overwrite: bool) -> None:
     """Start or resume ``out`` for this plan; refuse to mix two different builds."""
     out.mkdir(parents=True, exist_ok=True)
     if overwrite:
         _clear(out)
-    table = plan.table()
     existing = out / PLAN_NAME
     if existing.exists():
-        try:
-            same = pq.read_table(existing).equals(table, check_metadata=True)
-        except Exception:  # noqa: BLE001 - an unreadable plan is a different plan
-            same = False
-        if not same:
+        if not same_plan(out, plan):
             raise ValueError(
                 f"{out} holds a build with a different plan (other inputs, seed or config); "
                 "pass --overwrite to start over, or choose another --out"
             )
     else:
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
+        pq.write_table(plan.table(), sink)
         atomic_write_bytes(existing, sink.getvalue().to_pybytes())
     _remove_temporaries(out)
 

@@ -21,12 +21,14 @@ from rich.text import Text
 from configs import ConfigError, load_config
 from configs.cli import fail, group
 from pipeline.build import BuildProgress, build, default_out
+from pipeline.determinism import DEFAULT_SHARDS, DeterminismReport, check_determinism
 from pipeline.repair import QUARANTINE, repair
 from pipeline.sample_data import make_sample_data
 from shards.cli import print_report, run_verify
 from shards.cluster import ClusterOptions, dask_client, map_bounded
 
 EXIT_INCOMPLETE = 3  # the build finished but some samples failed (see samples.parquet)
+EXIT_NOT_DETERMINISTIC = 4  # --check-determinism: a rebuilt shard differs from the one on disk
 
 app = group(
     "pipeline",
@@ -136,6 +138,16 @@ def build_command(
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file."),
     overrides: list[str] = typer.Option([], "--set", "-s", help="section.key=value override."),
     overwrite: bool = typer.Option(False, help="Delete a previous build in --out first."),
+    check: bool = typer.Option(
+        False,
+        "--check-determinism",
+        help="Then rebuild a few shards in a second process (other thread, hash and malloc "
+        "settings) and compare them byte for byte; a finished set in --out is only checked, "
+        "never changed. Exit code 4 when any differs.",
+    ),
+    check_shards: int = typer.Option(
+        DEFAULT_SHARDS, help="Shards --check-determinism rebuilds, spread evenly over the set."
+    ),
 ) -> None:
     """Composite every foreground over unique backgrounds into WebDataset shards.
 
@@ -143,7 +155,8 @@ def build_command(
     one Dask task per shard, and writes index.json last. Re-running the same command resumes
     a killed build; the result is byte-identical to an uninterrupted one. Exit code 0: the set
     is complete; 3: some samples failed (listed in samples.parquet); 1: some shards failed
-    (re-run to resume); 2: bad inputs or options.
+    (re-run to resume); 2: bad inputs or options; 4: --check-determinism found a rebuilt shard
+    that differs from the one on disk.
     """
     sets = list(overrides)
     for key, value in (
@@ -163,7 +176,14 @@ def build_command(
         )
     except (ConfigError, ValueError) as exc:
         raise fail(exc) from None
+    if check_shards < 1:
+        raise fail(f"--check-shards must be >= 1, got {check_shards}")
     target = out or default_out(data_dir)
+    options = {"allow_bg_reuse": allow_bg_reuse, "val_count": val_count}
+    if check and not overwrite and (target / "index.json").is_file():
+        err.print(f"{target.resolve()} is a finished set: checking it, not building")
+        _check(data_dir, bg_dir, cfg, target, options, check_shards)
+        return
     err.print(f"Shards go to {target.resolve()}")
     progress = _RichBuildProgress()
     try:
@@ -192,6 +212,8 @@ def build_command(
         )
         raise typer.Exit(1)
     typer.echo(f"index: {summary.out / 'index.json'}")
+    if check:
+        _check(data_dir, bg_dir, cfg, target, options, check_shards)
     if summary.failed:
         typer.secho(
             f"{summary.failed} sample(s) failed (status 'failed' in samples.parquet); "
@@ -200,6 +222,33 @@ def build_command(
             fg=typer.colors.YELLOW,
         )
         raise typer.Exit(EXIT_INCOMPLETE)
+
+
+def _check(data_dir, bg_dir, cfg, out, options, shards: int) -> None:
+    """Run --check-determinism, print what it found; exit 4 when a shard differs."""
+    try:
+        report = check_determinism(data_dir, bg_dir, cfg, out, shards=shards, **options)
+    except ValueError as exc:
+        raise fail(exc) from None
+    except RuntimeError as exc:
+        raise fail(exc, 1) from None
+    _print_determinism(report)
+    if not report.ok:
+        raise typer.Exit(EXIT_NOT_DETERMINISTIC)
+
+
+def _print_determinism(report: DeterminismReport) -> None:
+    env = ", ".join(f"{k}={v}" for k, v in report.environment.items())
+    typer.echo(
+        f"determinism: rebuilt {len(report.checked)} of {report.shards} shards in a second "
+        f"process ({env}) in {report.seconds:.1f} s: " + ", ".join(report.checked)
+    )
+    if not report.second_plan_equal:
+        typer.secho("  the second process planned the set differently", err=True, fg="red")
+    for diff in report.differing:
+        typer.secho(f"  differs: {diff}", err=True, fg=typer.colors.RED)
+    if report.ok:
+        typer.echo("  every rebuilt shard is byte-identical to the one on disk")
 
 
 # `indexnet shards repair` rebuilds shards, which needs the compositor that `shards` must not

@@ -7,7 +7,8 @@ returned as is, so re-running a build resumes it. Each foreground is decoded onc
 
 Per-sample failures are data, not crashes: a background that cannot be decoded is replaced by
 the shard's next unused spare (status ``replaced``); with no spare left, or an undecodable
-foreground, the sample is left out and recorded as ``failed`` with its error.
+foreground, the sample is left out and recorded as ``failed`` with its error. A file that cannot
+be read at all raises (the task is retried): a transient fault must not change the shard.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ from shards.writer import ShardWriter, sha256_file
 
 RECORDS_DIR = ".records"
 COMPOSITION_RULE = "merged = alpha*fg + (1-alpha)*fit(bg), alpha = mask/255"
+# What makes a sample "replaced" or "failed": only what its files' bytes say (they do not decode,
+# or decode to mismatched sizes), so that the same inputs always give the same shard. A file that
+# cannot be read (OSError: gone since the plan, a disk or network file system failing for a
+# moment) is the environment's fault, not the data's: it fails the task, which Dask retries and
+# the build reports, instead of silently swapping in a spare that another run would not use.
+_DATA_ERRORS = (ValueError,)
 
 
 @dataclass
@@ -106,10 +113,10 @@ def _read_background(
     decodes when it does not; ``name`` is None when no spare is left."""
     errors = []
     while name is not None:
+        data = (bg_dir / name).read_bytes()  # an OSError is raised: see _DATA_ERRORS
         try:
-            data = (bg_dir / name).read_bytes()
             return name, data, decode_color(data), errors
-        except (OSError, ValueError) as exc:
+        except _DATA_ERRORS as exc:
             errors.append(f"background {name}: {exc}")
             name = next(spares, None)
     return None, b"", None, [*errors, "no spare background left"]
@@ -187,19 +194,21 @@ def _row(task: ShardTask, s: PlannedSample, status: str, error: str, **extra) ->
     return row
 
 
-def build_shard(task: ShardTask, force: bool = False) -> ShardResult:
+def build_shard(task: ShardTask, force: bool = False, threads: int = 1) -> ShardResult:
     """Composite and write one shard (or return it as found when already finished).
 
     Args:
         task: the shard's plan slice, paths and settings.
         force: rebuild even when a finished shard is on disk.
+        threads: OpenCV threads (``cv2.setNumThreads``); 1 on Dask workers, one core each.
+            The bytes do not depend on it (``--check-determinism`` rebuilds with more).
 
     Returns:
         The shard's ``ShardResult`` (also written to its record file).
     """
     if not force and (done := load_finished(task)) is not None:
         return done
-    cv2.setNumThreads(1)  # one core per Dask worker process: no oversubscription
+    cv2.setNumThreads(threads)  # 1: one core per Dask worker process, no oversubscription
     start = time.perf_counter()
     out_dir, bg_dir = Path(task.out_dir), Path(task.bg_dir)
     last_use = {s.fg_id: i for i, s in enumerate(task.samples)}
@@ -211,7 +220,7 @@ def build_shard(task: ShardTask, force: bool = False) -> ShardResult:
             if s.fg_id not in cache:
                 try:
                     cache[s.fg_id] = _load_foreground(task, s.fg_id)
-                except (OSError, ValueError) as exc:
+                except _DATA_ERRORS as exc:
                     cache[s.fg_id] = f"foreground o_{s.fg_id}: {exc}"
             fgd = cache[s.fg_id]
             if i == last_use[s.fg_id]:

@@ -19,10 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from configs import config_from_dict
-from pipeline.build import PLAN_NAME, prepare
+from pipeline.build import PLAN_NAME, prepare, same_plan
 from pipeline.compose import RECORDS_DIR, build_shard, record_path
 from pipeline.plan import shard_tasks
 from shards.index import ShardInfo, read_index, read_samples, write_index
@@ -92,8 +90,7 @@ def repair(
         val_count = len(split.get("validation", [])) if split.get("rule") == "seeded" else None
         reuse = bool(index.meta.get("composition", {}).get("bg_reuse"))
         inputs, plan = prepare(data_dir, bg_dir, cfg, allow_bg_reuse=reuse, val_count=val_count)
-        recorded = pq.read_table(root / PLAN_NAME)
-        if not recorded.equals(plan.table(), check_metadata=True):
+        if not same_plan(root, plan):
             raise ValueError(
                 f"{data_dir} and {bg_dir} do not give the plan this set was built from "
                 f"({root / PLAN_NAME}); repair needs the original inputs"

@@ -27,7 +27,8 @@ from typer.testing import CliRunner
 from configs import load_config
 from indexnet_cli import app
 from pipeline.build import PLAN_NAME, BuildSummary, build, prepare
-from pipeline.compose import RECORDS_DIR
+from pipeline.compose import RECORDS_DIR, build_shard, record_path
+from pipeline.plan import shard_tasks
 from shards.cluster import ClusterOptions
 from shards.codec import decode_color, decode_grey
 from shards.index import INDEX_NAME, read_index, read_samples
@@ -437,6 +438,27 @@ def test_corrupt_background_without_spares_fails_the_sample(sample_copy, tmp_pat
         assert rows[key]["members"] == [] and rows[key]["merged_sha256"] is None
     read = {s["__key__"] for s in _read_set(out)}
     assert read == set(rows) - failed
+
+
+@pytest.mark.parametrize("which", ["background", "foreground"])
+def test_unreadable_file_fails_the_task_instead_of_changing_the_shard(sample_copy, tmp_path, which):
+    """Issue 14: a file that cannot be read (here a folder where the file was) is the
+    environment's fault, not bad data: no spare may be swapped in and no sample left out, or a
+    transient read error would give a shard that another run of the same plan does not."""
+    data_dir, bg_dir = sample_copy
+    inputs, plan = prepare(data_dir, bg_dir, _cfg())
+    task = shard_tasks(plan, inputs, tmp_path / "out")[0]
+    if which == "background":
+        victim = bg_dir / task.samples[2].background
+    else:
+        victim = Path(task.foregrounds[task.samples[0].fg_id].original)
+    victim.unlink()
+    victim.mkdir()  # reading it raises IsADirectoryError, an OSError, as a failing disk would
+    with pytest.raises(IsADirectoryError):
+        build_shard(task)
+    assert not (tmp_path / "out" / task.name).exists()
+    assert not record_path(tmp_path / "out", task.name).exists()
+    assert list((tmp_path / "out").rglob("*.tmp")) == []
 
 
 # --- 6. --overwrite and foreign plans ------------------------------------------------------

@@ -79,3 +79,38 @@ def test_trimap_of_a_binary_matte_has_no_unknown():
     alpha = np.zeros((8, 8), np.uint8)
     alpha[2:6, 2:6] = 255
     assert set(np.unique(trimap_from_alpha(alpha, 3))) == {0, 255}
+
+
+def _misaligned(arr: np.ndarray, offset: int) -> np.ndarray:
+    """A copy of ``arr`` whose data starts ``offset`` bytes into a fresh buffer."""
+    buf = np.empty(arr.nbytes + offset, np.uint8)
+    out = buf[offset:].view(arr.dtype).reshape(arr.shape)
+    out[...] = arr
+    return out
+
+
+def test_opencv_paths_do_not_depend_on_threads_or_alignment():
+    """Issue 14: the OpenCV calls whose output goes into a shard (JPEG decode, the bicubic fit,
+    the trimap's distance transform) give the same bytes for any cv2.setNumThreads and any
+    buffer alignment (SIMD code paths load aligned and unaligned data differently)."""
+    import cv2
+
+    from pipeline.sample_data import _matte, _photo
+    from shards.codec import decode_color, encode_png
+
+    photo = _photo(np.random.default_rng(0), 240, 320, 1)
+    jpeg = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].ravel()
+    alpha = _matte(np.random.default_rng(1), 300, 450)
+    seen = set()
+    saved = cv2.getNumThreads()
+    try:
+        for threads in (1, 2, 4, 8):
+            cv2.setNumThreads(threads)
+            for offset in (0, 1, 3, 17):
+                bg = decode_color(memoryview(_misaligned(jpeg, offset)))
+                fitted, _ = fit_background(_misaligned(bg, offset), 300, 450)  # 1.41x bicubic
+                trimap = trimap_from_alpha(_misaligned(alpha, offset), 10)
+                seen.add((encode_png(bg), encode_png(fitted), encode_png(trimap)))
+    finally:
+        cv2.setNumThreads(saved)
+    assert len(seen) == 1
