@@ -274,7 +274,6 @@ def _import_official(files: Mapping[str, bytes], folder: Path) -> Callable[..., 
 def official_golden(source: Path) -> dict[str, Any]:
     """Run every variant through the official code at ``OFFICIAL_COMMIT``; the golden record."""
     files = read_official(source)
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     with tempfile.TemporaryDirectory() as folder:
         hlmobilenetv2 = _import_official(files, Path(folder))
         variants = []
