@@ -13,13 +13,19 @@ masks, 0/128/255 trimaps) and COCO-sized background JPEGs to a temporary folder,
   it); and whether every run wrote identical shards;
 * the reference recipe on samples of the same plan, in this process with ``cv2.setNumThreads(1)``:
   ``cv2.imread`` fg, mask and bg, the Adobe fit, a float32 blend truncated by ``astype(uint8)``,
-  ``cv2.imwrite`` PNG at compression 9;
+  ``cv2.imwrite`` PNG at compression 9; and, sample by sample, the same recipe writing with
+  libpng at compression 1 and with our encoder (``shards.codec.encode_png``), so that the
+  per-core speed-up splits into its sources (``speedup_split``): dropping PNG level 9, our
+  encoder against libpng level 1, and the rest of our build; the encoders alone on the same
+  merged images (``png_encoder``) give the first two without the rest of the recipe;
 * bytes per sample of both, and the ``bg`` member we did not choose: the fitted background stored
   losslessly as PNG instead of the source bytes plus fit parameters (encode cost, bytes, loader
   cost).
 
 Our measurements run ``--runs`` times, interleaved; the fastest is reported and all are listed.
-Prints one JSON object to stdout; progress goes to stderr. ``--quick`` runs a small version.
+Prints one JSON object to stdout; progress goes to stderr. ``--quick`` runs a small version;
+``--encoders-only`` only the speed-up and its split (no Dask builds, no plain processes, no
+bg-member alternative).
 """
 
 from __future__ import annotations
@@ -236,8 +242,34 @@ def measure_two_plain_processes(tasks, out: Path) -> dict:
     }
 
 
-def reference_sample(fg_path: str, mask_path: str, bg_path: str, out_path: Path):
-    """The reference recipe for one sample; returns (merged, seconds, seconds in imwrite)."""
+def _write_libpng(level: int):
+    """The reference's writer at another zlib level: ``cv2.imwrite`` of the BGR composite."""
+    return lambda path, merged: _imwrite(path, merged, [cv2.IMWRITE_PNG_COMPRESSION, level])
+
+
+def _write_ours(level: int):
+    """Our writer in the reference recipe: BGR -> RGB (counted), ``encode_png``, write."""
+
+    def write(path: Path, merged: np.ndarray) -> None:
+        path.write_bytes(encode_png(cv2.cvtColor(merged, cv2.COLOR_BGR2RGB), level))
+
+    return write
+
+
+# The reference recipe with each PNG writer, on the same samples: what the speed-up splits into.
+REFERENCE_WRITERS = {
+    "libpng_level_9": _write_libpng(9),  # the reference itself
+    "libpng_level_1": _write_libpng(1),  # dropping level 9
+    "ours_isal_level_1": _write_ours(1),  # and our encoder instead of libpng
+}
+
+
+def reference_sample(fg_path: str, mask_path: str, bg_path: str, out_path: Path, write=None):
+    """The reference recipe for one sample; returns (merged, seconds, seconds in the write).
+
+    ``write(path, merged)`` replaces its ``cv2.imwrite`` at PNG compression 9 (the recipe).
+    """
+    write = write or REFERENCE_WRITERS["libpng_level_9"]
     start = time.perf_counter()
     fg = cv2.imread(fg_path)
     a = cv2.imread(mask_path, 0)
@@ -253,7 +285,7 @@ def reference_sample(fg_path: str, mask_path: str, bg_path: str, out_path: Path)
     comp = alpha * fg.astype(np.float32) + (1.0 - alpha) * bg.astype(np.float32)
     merged = comp.astype(np.uint8)
     before_write = time.perf_counter()
-    _imwrite(out_path, merged, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    write(out_path, merged)
     end = time.perf_counter()
     return merged, end - start, end - before_write
 
@@ -265,35 +297,72 @@ def our_merged(out: Path, shard: str, key: str) -> np.ndarray:
 
 
 def measure_reference(samples, tasks, bg_dir: Path, out: Path, ours_out: Path) -> dict:
-    """The reference recipe, one process, one thread, on ``samples`` of our plan."""
+    """The reference recipe, one process, one thread, on ``samples`` of our plan; and the same
+    recipe with each other writer of ``REFERENCE_WRITERS``, sample by sample (interleaved, so
+    that a slow spell of the machine hits all alike)."""
     cv2.setNumThreads(1)
     fgs = {fid: info for task in tasks for fid, info in task.foregrounds.items()}
     ref_dir = out / "reference"
     ref_dir.mkdir(parents=True, exist_ok=True)
-    seconds, write_seconds, sizes, diffs, pixels = 0.0, 0.0, [], [], []
+    seconds = dict.fromkeys(REFERENCE_WRITERS, 0.0)
+    write_seconds = dict.fromkeys(REFERENCE_WRITERS, 0.0)
+    sizes = {name: [] for name in REFERENCE_WRITERS}
+    diffs, pixels = [], []
     for s in samples:
         info = fgs[s.fg_id]
-        path = ref_dir / f"{s.key}.png"
-        merged, took, took_write = reference_sample(
-            info.original, info.mask, str(bg_dir / s.background), path
-        )
-        seconds += took
-        write_seconds += took_write
-        sizes.append(path.stat().st_size)
+        for name, write in REFERENCE_WRITERS.items():
+            path = ref_dir / f"{s.key}.{name}.png"
+            merged, took, took_write = reference_sample(
+                info.original, info.mask, str(bg_dir / s.background), path, write
+            )
+            seconds[name] += took
+            write_seconds[name] += took_write
+            sizes[name].append(path.stat().st_size)
+            if not np.array_equal(cv2.imread(str(path)), merged):
+                raise AssertionError(f"{path} does not decode to the composite")
         pixels.append(merged.shape[0] * merged.shape[1])
-        ours = our_merged(ours_out, s.shard, s.key).astype(np.int16)
+        ours = our_merged(ours_out, s.shard, s.key).astype(np.int16)[..., ::-1]  # RGB -> BGR
         diffs.append(int(np.abs(ours - merged.astype(np.int16)).max()))
-        log(f"reference {s.key}: {took:.2f} s, {sizes[-1]:,} bytes")
+        took = ", ".join(f"{name} {seconds[name]:.1f} s" for name in REFERENCE_WRITERS)
+        log(f"reference {s.key}: so far {took}")
     n = len(samples)
+    reference = "libpng_level_9"
     return {
         "samples": n,
-        "seconds": seconds,
-        "samples_per_s": n / seconds,
-        "seconds_per_sample": seconds / n,
-        "png9_write_share": write_seconds / seconds,
-        "png_bytes_per_sample": sum(sizes) / n,
+        "seconds": seconds[reference],
+        "samples_per_s": n / seconds[reference],
+        "seconds_per_sample": seconds[reference] / n,
+        "png9_write_share": write_seconds[reference] / seconds[reference],
+        "png_bytes_per_sample": sum(sizes[reference]) / n,
         "mean_megapixels": sum(pixels) / n / 1e6,
         "max_abs_diff_vs_ours_merged": max(diffs),
+        "with_writer": {
+            name: {
+                "seconds_per_sample": seconds[name] / n,
+                "write_seconds_per_sample": write_seconds[name] / n,
+                "png_bytes_per_sample": sum(sizes[name]) / n,
+            }
+            for name in REFERENCE_WRITERS
+        },
+    }
+
+
+def speedup_split(reference: dict, ours_samples_per_s: float) -> dict:
+    """The per-core speed-up as a product of its sources, each measured on the same samples:
+    dropping PNG level 9 (the reference recipe with libpng at level 1), our encoder against
+    libpng at level 1 (the recipe with ``encode_png``), and the rest of our build (decode,
+    integer blend, every member, tar, hashes) against the rest of the recipe."""
+    per = {name: w["seconds_per_sample"] for name, w in reference["with_writer"].items()}
+    ours = 1.0 / ours_samples_per_s
+    return {
+        "reference_seconds_per_sample": per["libpng_level_9"],
+        "reference_with_libpng_level_1_seconds_per_sample": per["libpng_level_1"],
+        "reference_with_our_encoder_seconds_per_sample": per["ours_isal_level_1"],
+        "ours_seconds_per_sample": ours,
+        "dropping_png_level_9": per["libpng_level_9"] / per["libpng_level_1"],
+        "our_encoder_vs_libpng_level_1": per["libpng_level_1"] / per["ours_isal_level_1"],
+        "rest_of_our_build": per["ours_isal_level_1"] / ours,
+        "product": per["libpng_level_9"] / ours,
     }
 
 
@@ -358,10 +427,18 @@ def measure_png_encoders(samples, out: Path, level: int, repeats: int) -> dict:
             ms[name].append(_best_ms(lambda e=encode, i=img: e(i), repeats))
             size[name].append(len(encode(img)))
     n = len(samples)
+    mean_ms = {name: sum(v) / n for name, v in ms.items()}
     return {
         "samples": n,
-        **{f"{name}_ms": sum(v) / n for name, v in ms.items()},
+        **{f"{name}_ms": mean_ms[name] for name in encoders},
         **{f"{name}_bytes": sum(v) / n for name, v in size.items()},
+        # the two sources of the encoder's speed-up over the reference's, on the same images
+        "libpng_level_9_vs_level_1": mean_ms["opencv_libpng_level_9"]
+        / mean_ms["opencv_libpng_level_1"],
+        "libpng_level_1_vs_ours": mean_ms["opencv_libpng_level_1"]
+        / mean_ms[f"ours_isal_level_{level}"],
+        "libpng_level_9_vs_ours": mean_ms["opencv_libpng_level_9"]
+        / mean_ms[f"ours_isal_level_{level}"],
     }
 
 
@@ -412,6 +489,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a small run: 8 bgs per foreground, 8 per shard, 3 reference samples, 1 run",
     )
     parser.add_argument(
+        "--encoders-only",
+        action="store_true",
+        help="only the speed-up and its split: our in-process build, the reference recipe with "
+        "each PNG writer, the encoders alone (no Dask builds, no bg-member alternative)",
+    )
+    parser.add_argument(
         "--no-diagnosis",
         action="store_true",
         help="skip the builds with Dask's default MALLOC_TRIM_THRESHOLD_ in the workers",
@@ -454,15 +537,30 @@ def run(args: argparse.Namespace, root: Path) -> dict:
     reference = measure_reference(ref_samples, tasks, bg_dir, root, out_inproc)
     log(f"reference: {reference['samples_per_s']:.3f} samples/s")
 
+    png_samples = spread(list(plan.samples), min(8, args.bg_samples))
+    log(f"PNG encoders on {len(png_samples)} merged images")
+    png = measure_png_encoders(png_samples, out_inproc, cfg.data.png_compression, args.repeats)
+
+    inproc = best(inproc_runs)
+    split = speedup_split(reference, inproc["samples_per_s"])
+    if args.encoders_only:
+        return {
+            "benchmark": "compose --encoders-only",
+            "machine": _machine(),
+            "inputs": _inputs(args, inputs, plan, tasks, cfg, samples_needed),
+            "ours_in_process_samples_per_s": inproc["samples_per_s"],
+            "ours_in_process_runs_samples_per_s": inproc["runs_samples_per_s"],
+            "reference": reference,
+            "speedup_per_core": split["product"],
+            "speedup_split": split,
+            "png_encoder": png,
+        }
+
     bg_samples = spread(list(plan.samples), args.bg_samples)
     log(f"bg member alternatives on {len(bg_samples)} samples")
     bg_alt = measure_bg_alternative(
         bg_samples, tasks, bg_dir, cfg.data.png_compression, args.repeats
     )
-
-    png_samples = spread(list(plan.samples), min(8, args.bg_samples))
-    log(f"PNG encoders on {len(png_samples)} merged images")
-    png = measure_png_encoders(png_samples, out_inproc, cfg.data.png_compression, args.repeats)
 
     variants = {"dask_default": None}
     if not args.no_diagnosis:
@@ -494,7 +592,6 @@ def run(args: argparse.Namespace, root: Path) -> dict:
         if d.get(shard) != first.get(shard)
     ]
     identical = not differing
-    inproc = best(inproc_runs)
     plain2 = best(plain2_runs)
     builds = {v: {w: best(rs) for w, rs in per.items()} for v, per in build_runs.items()}
     rows = inproc.pop("rows")
@@ -520,38 +617,10 @@ def run(args: argparse.Namespace, root: Path) -> dict:
             "scaling_2_vs_1_workers_per_run": _ratios(d2, d1),
             "workers_2_vs_in_process": d2["samples_per_s"] / inproc["samples_per_s"],
         }
-    area = {fg.id: fg.height * fg.width for fg in inputs.foregrounds}
-    sample_pixels = [area[s.fg_id] for s in plan.samples]
     return {
         "benchmark": "compose",
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "cpus_usable": len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else None,
-            "cpu_model": cpu_model(),
-            "gpu": None,
-            "python": platform.python_version(),
-            "opencv": cv2.__version__,
-            "numpy": np.__version__,
-            "dask_nanny_pre_spawn_environ": dask.config.get(_PRE_SPAWN.rstrip(".")),
-        },
-        "inputs": {
-            "foregrounds": args.foregrounds,
-            "foreground_sizes_wxh": [f"{w}x{h}" for h, w in FG_SIZES],
-            "foreground_jpeg_quality": FG_JPEG_QUALITY,
-            "foreground_mean_megapixels": sum(area.values()) / len(area) / 1e6,
-            "background_sizes_wxh": [f"{w}x{h}" for h, w in BG_SIZES],
-            "background_jpeg_quality": BG_JPEG_QUALITY,
-            "backgrounds": samples_needed,
-            "samples": len(plan.samples),
-            "samples_mean_megapixels": sum(sample_pixels) / len(sample_pixels) / 1e6,
-            "shards": len(tasks),
-            "samples_per_shard": args.samples_per_shard,
-            "png_compression": cfg.data.png_compression,
-            "rounding": cfg.data.rounding,
-            "quick": args.quick,
-        },
+        "machine": _machine(),
+        "inputs": _inputs(args, inputs, plan, tasks, cfg, samples_needed),
         "ours": {
             "in_process_samples_per_s": inproc["samples_per_s"],
             "in_process_seconds": inproc["seconds"],
@@ -573,6 +642,7 @@ def run(args: argparse.Namespace, root: Path) -> dict:
         },
         "reference": reference,
         "speedup_per_core": speedup,
+        "speedup_split": split,
         "speedup_per_core_dask_1_worker": one["samples_per_s"] / reference["samples_per_s"],
         "bytes_per_sample": {
             "ours_tar": tar_per_sample,
@@ -594,6 +664,40 @@ def run(args: argparse.Namespace, root: Path) -> dict:
             "scaling_2_vs_1_workers": SCALING_TARGET,
             "scaling_2_vs_1_workers_met": scaling >= SCALING_TARGET,
         },
+    }
+
+
+def _machine() -> dict:
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": cpu_model(),
+        "gpu": None,
+        "python": platform.python_version(),
+        "opencv": cv2.__version__,
+        "numpy": np.__version__,
+        "dask_nanny_pre_spawn_environ": dask.config.get(_PRE_SPAWN.rstrip(".")),
+    }
+
+
+def _inputs(args, inputs, plan, tasks, cfg, backgrounds: int) -> dict:
+    area = {fg.id: fg.height * fg.width for fg in inputs.foregrounds}
+    sample_pixels = [area[s.fg_id] for s in plan.samples]
+    return {
+        "foregrounds": args.foregrounds,
+        "foreground_sizes_wxh": [f"{w}x{h}" for h, w in FG_SIZES],
+        "foreground_jpeg_quality": FG_JPEG_QUALITY,
+        "foreground_mean_megapixels": sum(area.values()) / len(area) / 1e6,
+        "background_sizes_wxh": [f"{w}x{h}" for h, w in BG_SIZES],
+        "background_jpeg_quality": BG_JPEG_QUALITY,
+        "backgrounds": backgrounds,
+        "samples": len(plan.samples),
+        "samples_mean_megapixels": sum(sample_pixels) / len(sample_pixels) / 1e6,
+        "shards": len(tasks),
+        "samples_per_shard": args.samples_per_shard,
+        "png_compression": cfg.data.png_compression,
+        "rounding": cfg.data.rounding,
+        "quick": args.quick,
     }
 
 

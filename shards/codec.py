@@ -3,9 +3,9 @@
 ``encode_png`` writes standard 8-bit PNG (grey or RGB) itself: every row Up-filtered with one
 numpy subtraction, deflated by ISA-L, chunks checksummed. Encoding the merged image is most of
 a build's work (at zlib level 9 it is most of the reference's 20 hours); on 1.5-megapixel
-composites this writer is ~3x faster than libpng at zlib level 1 with slightly smaller files,
-and ~60x faster than level 9 (BENCHMARKS.md). The output is byte-identical for the same inputs,
-level and ISA-L build.
+composites this writer is 3.4x-7.3x faster than libpng at zlib level 1 with 5% smaller files,
+and 100x-253x faster than level 9 (BENCHMARKS.md, Compositing, on two 2-core VMs). The output
+is byte-identical for the same inputs, level and ISA-L build.
 
 Arrays are uint8 and channel-last; colour is RGB, the project's one colour convention (OpenCV
 decodes straight to RGB, and the PNG holds RGB as it is).

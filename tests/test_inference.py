@@ -89,10 +89,32 @@ def test_large_images_go_in_tiles_and_skip_known_ones(model):
     assert len(counting.calls) == 4 and set(counting.calls) == {(64, 64)}
     assert tiled.shape == whole.shape and tiled.dtype == np.uint8
     assert (tiled[trimap == 0] == 0).all() and (tiled[trimap == 255] == 255).all()
+    # Same model, less context: a tile sees 64x64 of the image, and this untrained network
+    # leans on context (ASPP's global pooling) far more than the trained one of BENCHMARKS.md
+    # ("Inference": 0.31 levels on average at the default 1536-pixel tile, 1.30 at 512), so
+    # that figure cannot bound it. Measured here (torch 2.13, CPU): 12.8 levels on average
+    # (12.0-13.7 for image seeds 1-5); 16 leaves a quarter for other BLAS/oneDNN builds. The
+    # tiling arithmetic itself is held exactly by the next test.
     unknown = trimap == 128
-    assert (
-        np.abs(tiled[unknown].astype(int) - whole[unknown]).mean() < 64
-    )  # same model, less context
+    assert np.abs(tiled[unknown].astype(int) - whole[unknown]).mean() < 16
+
+
+class _Pointwise(torch.nn.Module):
+    """A "model" whose output at a pixel depends on that pixel alone: no context to lose."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(x[:, :3].sum(1, keepdim=True) + x[:, 3:] - 0.5)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tiles_blend_back_to_the_whole_prediction_exactly(seed):
+    """Without context, tiled and whole predictions are equal: placement, padding, ramps and
+    the weight normalisation add nothing (measured: 0 pixels differ for image seeds 0-5)."""
+    rgb, trimap = _image(96, 200, seed)
+    whole = predict_alpha(_Pointwise(), rgb, trimap)
+    tiled = predict_alpha(_Pointwise(), rgb, trimap, max_pixels=96 * 64, tile=64, overlap=16)
+    assert len(np.unique(whole[trimap == 128])) > 200  # a varied prediction, not a constant
+    assert np.array_equal(tiled, whole)
 
 
 def test_bad_arguments_are_named(model):

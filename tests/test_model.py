@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -120,74 +124,64 @@ def test_channels_last_gives_the_same_output(released):
     torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-5)
 
 
-def _seeded_state(model: IndexNet) -> dict[str, torch.Tensor]:
-    """Deterministic float64 weights in state-dict order (BN variances in [0.5, 1.5))."""
-    g = torch.Generator().manual_seed(0)
-    state = {}
-    for name, value in model.state_dict().items():
-        if not value.is_floating_point():
-            state[name] = value
-        elif name.endswith("running_var"):
-            state[name] = torch.rand(value.shape, generator=g, dtype=torch.float64) + 0.5
-        else:
-            state[name] = torch.randn(value.shape, generator=g, dtype=torch.float64) * 0.2
-    return state
+def _load_official_golden():
+    path = Path(__file__).parent / "golden" / "make_official_golden.py"
+    spec = importlib.util.spec_from_file_location("make_official_golden", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-# Produced by the official release's own code (scripts/hlmobilenetv2.py,
-# hlMobileNetV2UNetDecoderIndexLearning with the demo's settings; index_mode='o2o' for the
-# second row) given the same _seeded_state weights and input, in float64 and eval mode: mean,
-# mean |alpha| and alpha at (0, 0), (31, 32), (63, 63). Non-zero BN means and biases make the
-# official padding rule of the inverted residuals (pad the block input, not the depthwise conv)
-# visible at every border, so these pin it.
-OFFICIAL_GOLDEN = {
-    "m2o": (
-        0.2020468582557523,
-        0.21358629660800021,
-        (-0.20315742152534644, 0.15916709405541776, 0.5913259426287224),
-    ),
-    "o2o": (
-        -0.08755280762882303,
-        0.08879572508114605,
-        (-0.08889096959262265, -0.09094755948478332, 0.025770382585399702),
-    ),
-}
+# The official release's outputs, made by its own code (regenerate with
+# tests/golden/make_official_golden.py): the weights, input and summaries come from there.
+official = _load_official_golden()
+VARIANT_IDS = [name for name, _ in official.VARIANTS]
 
 
-@pytest.mark.parametrize("kind", sorted(OFFICIAL_GOLDEN))
-def test_matches_the_official_implementation(kind):
-    model = IndexNet(ModelConfig(index_block=kind)).double()
-    model.load_state_dict(_seeded_state(model))
-    model.eval()
-    with torch.no_grad():
-        out = model(_inputs(1, 64, 64, seed=1, dtype=torch.float64))[0, 0]
-    mean, abs_mean, pixels = OFFICIAL_GOLDEN[kind]
-    assert out.mean().item() == pytest.approx(mean, rel=1e-9)
-    assert out.abs().mean().item() == pytest.approx(abs_mean, rel=1e-9)
-    got = out[[0, 31, 63], [0, 32, 63]].tolist()
-    assert got == pytest.approx(list(pixels), rel=1e-9, abs=1e-12)
+@pytest.fixture(scope="module")
+def official_record() -> dict[str, dict]:
+    record = json.loads(official.GOLDEN.read_text())
+    assert record["official"]["commit"] == official.OFFICIAL_COMMIT
+    return {variant["name"]: variant for variant in record["variants"]}
 
 
-# Parameter counts of the official code's variants (hlmobilenetv2 with the same switches).
-VARIANTS = [
-    ({}, 5_953_515),
-    ({"index_block": "o2o"}, 3_776_971),
-    ({"index_block": "holistic"}, 4_791_243),
-    ({"nonlinear": False}, 5_821_739),
-    ({"context": False}, 4_402_155),
-    ({"index_block": "holistic", "nonlinear": False, "context": False}, 3_758_251),
-    ({"aspp": False}, 5_377_195),
-    ({"output_stride": 16}, 4_211_435),
-    ({"decoder_kernel_size": 3}, 5_113_307),
-    ({"decoder_conv": "dep_sep_conv"}, 4_716_987),
-]
+def _flat(value) -> list[float]:
+    return [x for v in value for x in _flat(v)] if isinstance(value, list) else [value]
 
 
-@pytest.mark.parametrize(("switches", "params"), VARIANTS, ids=lambda v: str(v))
-def test_every_variant_builds_and_runs(switches, params):
+@pytest.mark.parametrize(("name", "switches"), official.VARIANTS, ids=VARIANT_IDS)
+def test_matches_the_official_implementation(official_record, name, switches):
+    """Same seeded float64 weights and input as the official code: the same outputs.
+
+    Non-zero BN means and biases make the official padding rule of the inverted residuals (pad
+    the block input, not the depthwise conv) visible at every border, so the corner pixels pin
+    it; each top-level module's summary says where a difference starts.
+    """
+    expected = official_record[name]
+    assert expected["switches"] == switches
+    model = IndexNet(ModelConfig(**switches)).double()
+    state = model.state_dict()
+    assert count_parameters(model) == expected["parameters"]
+    assert len(state) == expected["state_entries"]
+    assert official.layout_sha256(state) == expected["layout_sha256"], (
+        "the state dict's names, order or shapes differ from the official code's"
+    )
+    model.load_state_dict(official.seeded_state(state))
+    got = official.trace(model.eval(), official.make_input())
+    assert set(got["modules"]) == set(expected["modules"])
+    for module, stats in expected["modules"].items():  # in the official call order
+        approx = pytest.approx(_flat(stats), rel=1e-9, abs=1e-12)
+        assert _flat(got["modules"][module]) == approx, f"{module}'s output differs"
+    assert got["mean"] == pytest.approx(expected["mean"], rel=1e-9, abs=1e-12)
+    assert got["abs_mean"] == pytest.approx(expected["abs_mean"], rel=1e-9, abs=1e-12)
+    assert got["pixels"] == pytest.approx(expected["pixels"], rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize(("name", "switches"), official.VARIANTS, ids=VARIANT_IDS)
+def test_every_variant_builds_and_runs(official_record, name, switches):
     torch.manual_seed(0)
     model = IndexNet(ModelConfig(**switches)).train()
-    assert count_parameters(model) == params
+    assert count_parameters(model) == official_record[name]["parameters"]  # the official code's
     out = model(_inputs(2, 64, 64))
     assert out.shape == (2, 1, 64, 64)
     out.mean().backward()
