@@ -158,6 +158,7 @@ class ModelConfig:
     """
 
     family: str = "indexnet"  # the model family, a key of training.families.FAMILIES
+    size: Literal["small", "base"] = "small"  # ViTMatte's: ViTMatte-S or -B (vitmatte family)
     # IndexNet's switches (read by the indexnet family)
     index_block: Literal["m2o", "o2o", "holistic"] = "m2o"  # depthwise M2O | O2O | holistic
     nonlinear: bool = True  # index branch = conv-BN-ReLU6-conv1x1; false: a single linear conv

@@ -82,6 +82,7 @@ def test_our_checkpoint_round_trips(tmp_path, trained):
     ckpt = load_checkpoint(path)
     assert ckpt["model_config"] == {
         "family": "indexnet",
+        "size": "small",  # ViTMatte's key (one flat model section; IndexNet ignores it)
         "index_block": "m2o",
         "nonlinear": True,
         "context": True,
@@ -204,7 +205,7 @@ def test_a_checkpoint_of_an_unknown_family_is_refused(tmp_path, trained):
     raw = torch.load(path, weights_only=True)
     raw["family"] = raw["model_config"]["family"] = "segformer"
     torch.save(raw, path)
-    message = f"{path}: model.family 'segformer' is not a model family; known: indexnet"
+    message = f"{path}: model.family 'segformer' is not a model family; known: indexnet, vitmatte"
     for load in (load_checkpoint, load_model, load_for_inference):
         with pytest.raises(ValueError) as info:
             load(path)

@@ -64,7 +64,10 @@ def test_resolved_config_reloads_to_the_same_config(yaml_file):
         ("train.epochs=abc", "train.epochs: expected an integer"),
         ("train.epochs=2.5", "train.epochs: expected an integer"),
         ("train.foo=1", "train.foo: unknown key; allowed: seed, batch_size"),
-        ("model.depth=1", "model.depth: unknown key; allowed: family, index_block, nonlinear"),
+        (
+            "model.depth=1",
+            "model.depth: unknown key; allowed: family, size, index_block, nonlinear",
+        ),
         ("nosuch.key=1", "nosuch: unknown section; allowed: data, train, loss, model"),
         ("data.rounding=floor", "data.rounding: expected one of nearest, truncate"),
         ("train.milestones=[26, 20]", "train.milestones: must be increasing"),

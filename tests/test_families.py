@@ -94,7 +94,7 @@ def _image(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_an_unknown_family_is_refused_by_name():
-    message = "model.family 'foo' is not a model family; known: indexnet"
+    message = "model.family 'foo' is not a model family; known: indexnet, vitmatte"
     with pytest.raises(ValueError) as info:
         get_family("foo")
     assert str(info.value) == message
@@ -105,12 +105,12 @@ def test_an_unknown_family_is_refused_by_name():
 
 
 def test_the_known_families_are_listed(toy):
-    with pytest.raises(ValueError, match="not a model family; known: indexnet, toy$"):
+    with pytest.raises(ValueError, match="not a model family; known: indexnet, toy, vitmatte$"):
         get_family("foo")
 
 
 def test_indexnet_is_the_default_family():
-    assert get_family("indexnet") is INDEXNET and FAMILIES == {"indexnet": INDEXNET}
+    assert get_family("indexnet") is INDEXNET and list(FAMILIES) == ["indexnet", "vitmatte"]
     assert DEFAULT_FAMILY == ModelConfig().family == load_config().model.family == "indexnet"
     assert family_of(IndexNet()) is INDEXNET
     assert family_of(nn.Conv2d(4, 1, 1)) is INDEXNET  # no .cfg: a wrapper, a TorchScript file

@@ -174,9 +174,13 @@ class _RichTrainProgress:
         }
         self.bar.update(self.task, completed=record["step"], **fields)
         if not self.console.is_terminal and record["step"] % self.log_every == 0:
+            terms = ", ".join(
+                f"{name[5:]} {value:.4f}" for name, value in record.items()
+                if name.startswith("loss_")
+            )  # fmt: skip
             self.console.print(
                 f"step {record['step']} epoch {record['epoch']} loss {record['loss']:.4f} "
-                f"(alpha {record['loss_alpha']:.4f}, comp {record['loss_comp']:.4f}) "
+                f"({terms}) "
                 f"lr {record['lr']:.2g} {record['ms_per_step']:.0f} ms/step "
                 f"(data {record['data_wait_ms']:.0f} ms)"
             )

@@ -24,8 +24,12 @@ from torch import nn
 
 from configs import ModelConfig
 from training.indexnet_weights import load_mobilenet_v2, official_model
+from training.loss import matting_loss
 from training.model import IN_CHANNELS, IndexNet
 from training.normalise import make_input
+from training.vitmatte import PAD_MULTIPLE, VitMatte, layer_scale
+from training.vitmatte import make_input as vitmatte_input
+from training.vitmatte_loss import vitmatte_loss
 from training.weights import LoadReport, read_weights
 
 # The family of what names none: version-1 checkpoints (written before families existed, all
@@ -64,6 +68,43 @@ class ModelFamily:
     import_official: Callable[[Any, str, ModelConfig], tuple[nn.Module, LoadReport]] | None = None
     # (model, contents of a backbone file, source) -> report; None: no pretrained backbone
     load_backbone: Callable[[nn.Module, Any, str], LoadReport] | None = None
+    # (prediction, the step's tensors (training.augment.compose_batch), the loss config) ->
+    # "loss" (the total, which is minimised) and each term as "loss_<term>", for train.jsonl
+    loss: Callable[[torch.Tensor, dict[str, torch.Tensor], Any], dict[str, torch.Tensor]] | None = (
+        None
+    )
+
+
+def _indexnet_loss(pred: torch.Tensor, batch: dict[str, torch.Tensor], cfg) -> dict:
+    loss = matting_loss(
+        pred, batch["alpha"], batch["fg"], batch["bg"], batch["merged"], batch["unknown"], cfg
+    )
+    return {"loss": loss.total, "loss_alpha": loss.alpha, "loss_comp": loss.comp}
+
+
+def _vitmatte_loss(pred: torch.Tensor, batch: dict[str, torch.Tensor], cfg) -> dict:
+    loss = vitmatte_loss(pred, batch["alpha"], batch["unknown"])
+    return {"loss": loss.total} | {
+        f"loss_{k}": v for k, v in loss._asdict().items() if k != "total"
+    }
+
+
+def _vitmatte_groups(model: VitMatte) -> tuple[ParamGroup, ...]:
+    """Layer-wise decay: the embeddings, ViT blocks 0 .. 11, then the decoder with the residual
+    conv blocks (``training.vitmatte.layer_scale``); all trained from learning_rate."""
+    groups: dict[str, list[nn.Parameter]] = {}
+    scales: dict[str, float] = {}
+    for name, param in model.named_parameters():
+        group, scales_of = layer_scale(name)
+        groups.setdefault(group, []).append(param)
+        scales[group] = scales_of
+    order = ["embeddings", *(f"block{i}" for i in range(12)), "decoder"]
+    what = {"embeddings": "patch and position embeddings", "decoder": "decoder, residual blocks"}
+    return tuple(
+        ParamGroup(name, tuple(groups[name]), False, what.get(name, f"ViT {name}"), scales[name])
+        for name in order
+        if name in groups
+    )
 
 
 def _indexnet_groups(model: IndexNet) -> tuple[ParamGroup, ...]:
@@ -89,9 +130,24 @@ INDEXNET = ModelFamily(
     official_file="indexnet_matting.pth.tar",
     import_official=official_model,
     load_backbone=load_mobilenet_v2,
+    loss=_indexnet_loss,
 )
 
-FAMILIES: dict[str, ModelFamily] = {INDEXNET.name: INDEXNET}
+VITMATTE = ModelFamily(
+    name="vitmatte",
+    title="ViTMatte",
+    build=VitMatte,
+    param_groups=_vitmatte_groups,
+    freeze_norm=lambda model, freeze: model,  # LayerNorms and decoder BN: the recipe freezes none
+    stride=lambda cfg: PAD_MULTIPLE,
+    pad_multiple=PAD_MULTIPLE,
+    in_channels=4,
+    make_input=vitmatte_input,
+    describe=VitMatte.describe,
+    loss=_vitmatte_loss,
+)
+
+FAMILIES: dict[str, ModelFamily] = {INDEXNET.name: INDEXNET, VITMATTE.name: VITMATTE}
 
 
 def get_family(name: str) -> ModelFamily:

@@ -46,7 +46,6 @@ from training.checkpoint import load_checkpoint, save_checkpoint
 from training.data import Batch, check_order, device_inputs, epoch_batches
 from training.distributed import all_true, device_for, join_process_group, restarted
 from training.families import ParamGroup, build_model, get_family, parameter_groups
-from training.loss import matting_loss
 from training.order import default_workers
 from training.validate import validate
 
@@ -136,7 +135,7 @@ def _learning_rates(
     For IndexNet: ``lr`` (the decoder's) and ``lr_encoder``.
     """
     pairs = list(zip(optimizer.param_groups, groups, strict=True))
-    full = next((rates for rates, group in pairs if not group.backbone), pairs[0][0])
+    full = next((rates for rates, g in pairs if not g.backbone and g.lr_scale == 1), pairs[0][0])
     return {"lr": full["lr"]} | {f"lr_{g.name}": rates["lr"] for rates, g in pairs if g.backbone}
 
 
@@ -212,7 +211,8 @@ class _Run:
         torch.manual_seed(t.seed)  # the same initial weights on every rank
         model = build_model(cfg.model, options.backbone)
         self.backbone_report = model.backbone_report
-        self.make_input = get_family(cfg.model.family).make_input
+        self.family = get_family(cfg.model.family)
+        self.make_input = self.family.make_input
         get_family(cfg.model.family).freeze_norm(model, t.freeze_encoder_bn)
         if t.sync_bn and self.world > 1:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -350,32 +350,18 @@ class _Run:
         batch = device_inputs(tensors, self.device, self.make_input, t.channels_last)
         with torch.autocast(self.device.type, torch.bfloat16, enabled=t.bf16):
             pred = self.net(batch["image"])
-        loss = matting_loss(
-            pred,
-            batch["alpha"],
-            batch["fg"],
-            batch["bg"],
-            batch["merged"],
-            batch["unknown"],
-            self.cfg.loss,
-        )
-        if not all_true(bool(torch.isfinite(loss.total)), self.device, self.world):
+        terms = self.family.loss(pred, batch, self.cfg.loss)  # "loss" and "loss_<term>"
+        total = terms["loss"]
+        if not all_true(bool(torch.isfinite(total)), self.device, self.world):
             raise TrainingError(
                 f"the loss is not finite at epoch {epoch} step {self.step + 1} (on some rank); "
                 f"training stopped before the update, and the last good checkpoint is "
                 f"{self.ckpt_dir / LAST}. Lower train.learning_rate or check the data."
             )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.total.backward()
+        total.backward()
         self.optimizer.step()
-        return {
-            name: float(value.detach())
-            for name, value in (
-                ("loss", loss.total),
-                ("loss_alpha", loss.alpha),
-                ("loss_comp", loss.comp),
-            )
-        }
+        return {name: float(value.detach()) for name, value in terms.items()}
 
     def _epoch(self, epoch: int, in_epoch: int) -> None:
         """Steps ``in_epoch .. per_epoch`` of ``epoch`` (fewer when ``total_steps`` comes first)."""

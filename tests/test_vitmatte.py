@@ -1,0 +1,100 @@
+"""training.vitmatte: the ViTMatte family through the registry (transformers' network, the
+official input, layer-wise decay, its loss), trained, saved and loaded like IndexNet."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")  # the vitmatte extra (in dev)
+
+from transformers import VitDetConfig, VitMatteConfig, VitMatteForImageMatting  # noqa: E402
+
+from configs import ModelConfig, load_config  # noqa: E402
+from training.checkpoint import load_model, save_checkpoint  # noqa: E402
+from training.families import build_model, count_parameters, get_family, parameter_groups  # noqa: E402
+from training.trainer import RunOptions, train  # noqa: E402
+from training.vitmatte import LAYER_DECAY, make_input  # noqa: E402
+
+VITMATTE_S = ModelConfig(family="vitmatte")
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(VITMATTE_S).eval()
+
+
+def test_vitmatte_s_is_reference_md_s_network_and_transformers_own(model):
+    """25.8M parameters, and the same outputs as transformers' model built from REFERENCE.md
+    section 5's config by hand, with the same weights."""
+    assert count_parameters(model) == 25_814_753
+    assert count_parameters(model.net.backbone) == 23_745_792  # 23.7M backbone, 2.1M decoder
+    backbone = VitDetConfig(
+        num_channels=4, image_size=512, pretrain_image_size=224, patch_size=16, hidden_size=384,
+        num_attention_heads=6, use_absolute_position_embeddings=True,
+        use_relative_position_embeddings=True, window_size=14,
+        window_block_indices=[0, 1, 3, 4, 6, 7, 9, 10], residual_block_indices=[2, 5, 8, 11],
+        out_features=["stage12"],
+    )  # fmt: skip
+    config = VitMatteConfig(
+        backbone_config=backbone,
+        hidden_size=384,
+        convstream_hidden_sizes=[48, 96, 192],
+        fusion_hidden_sizes=[256, 128, 64, 32],
+    )
+    theirs = VitMatteForImageMatting(config).eval()
+    theirs.load_state_dict(model.net.state_dict())
+    x = torch.randn(2, 4, 64, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours, want = model(x), theirs(pixel_values=x).alphas
+    assert ours.shape == (2, 1, 64, 96) and torch.allclose(ours, want, atol=1e-6)
+    assert ours.min() >= 0 and ours.max() <= 1  # a sigmoid head
+    assert get_family("vitmatte").pad_multiple == 32
+
+
+def test_the_input_is_the_official_one():
+    rgb = torch.rand(3, 4, 5)
+    trimap = torch.tensor([0, 84, 85, 128, 169, 170, 255, 30, 200, 100] * 2, dtype=torch.uint8)
+    planes = make_input(rgb, trimap.reshape(4, 5))
+    assert planes.shape == (4, 4, 5)
+    assert planes[3].flatten().tolist() == [0, 0, 0.5, 0.5, 0.5, 1, 1, 0, 1, 0.5] * 2
+    imagenet = get_family("indexnet").make_input(rgb, trimap.reshape(4, 5))
+    assert torch.equal(planes[:3], imagenet[:3])  # the same ImageNet normalisation
+    batch = make_input(rgb[None].repeat(2, 1, 1, 1), trimap.reshape(1, 1, 4, 5).repeat(2, 1, 1, 1))
+    assert batch.shape == (2, 4, 4, 5) and torch.equal(batch[1], planes)
+
+
+def test_layer_wise_decay_groups_hold_every_parameter_once(model):
+    groups = {g.name: g for g in parameter_groups(model)}
+    assert list(groups) == ["embeddings", *(f"block{i}" for i in range(12)), "decoder"]
+    assert groups["embeddings"].lr_scale == pytest.approx(LAYER_DECAY**13)
+    for i in range(12):
+        assert groups[f"block{i}"].lr_scale == pytest.approx(0.65 ** (12 - i))
+    assert groups["decoder"].lr_scale == 1 and not any(g.backbone for g in groups.values())
+    residual = {id(p) for n, p in model.named_parameters() if ".residual." in n}
+    assert residual and residual <= {id(p) for p in groups["decoder"].params}
+
+
+def test_a_vitmatte_run_trains_with_its_own_loss_and_its_checkpoint_loads(shard_set, tmp_path):
+    cfg = load_config(overrides=[
+        "model.family=vitmatte", "train.input_size=64", "train.crop_sizes=[64]",
+        "train.small_image_min_side=100", "train.batch_size=2", "train.validate=false",
+        "train.log_every=1",
+    ])  # fmt: skip
+    run = tmp_path / "run"
+    summary = train(cfg, RunOptions(str(shard_set), run, max_steps=2, loader_workers=0))
+    assert summary.step == 2 and torch.isfinite(torch.tensor(summary.last_loss))
+    records = [
+        r
+        for r in map(__import__("json").loads, (run / "train.jsonl").read_text().splitlines())
+        if "loss" in r
+    ]
+    terms = {"loss_unknown_l1", "loss_known_l1", "loss_laplacian", "loss_gradient"}
+    assert terms <= records[-1].keys() and records[-1]["lr"] == cfg.train.learning_rate
+    loaded = load_model(run / "checkpoints" / "last.pt")
+    assert loaded.cfg == cfg.model and type(loaded).__name__ == "VitMatte"
+    again = load_model(save_checkpoint(tmp_path / "copy.pt", loaded))
+    x = torch.randn(1, 4, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x), again.eval()(x))
