@@ -3,18 +3,23 @@ official input, layer-wise decay, its loss), trained, saved and loaded like Inde
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 import torch
+from typer.testing import CliRunner
 
 pytest.importorskip("transformers")  # the vitmatte extra (in dev)
 
 from transformers import VitDetConfig, VitMatteConfig, VitMatteForImageMatting  # noqa: E402
 
 from configs import ModelConfig, load_config  # noqa: E402
-from training.checkpoint import load_model, save_checkpoint  # noqa: E402
+from indexnet_cli import app  # noqa: E402
+from training.checkpoint import load_for_inference, load_model, save_checkpoint  # noqa: E402
 from training.families import build_model, count_parameters, get_family, parameter_groups  # noqa: E402
 from training.trainer import RunOptions, train  # noqa: E402
-from training.vitmatte import LAYER_DECAY, make_input  # noqa: E402
+from training.vitmatte import LAYER_DECAY, hf_config, make_input  # noqa: E402
 
 VITMATTE_S = ModelConfig(family="vitmatte")
 
@@ -98,3 +103,54 @@ def test_a_vitmatte_run_trains_with_its_own_loss_and_its_checkpoint_loads(shard_
     x = torch.randn(1, 4, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded.eval()(x), again.eval()(x))
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory):
+    """A transformers-format ViTMatte-S folder, as save_pretrained writes it (seeded weights)."""
+    torch.manual_seed(3)
+    folder = tmp_path_factory.mktemp("vitmatte-s")
+    VitMatteForImageMatting(hf_config("small")).save_pretrained(folder)
+    return folder
+
+
+def test_import_hf_converts_a_transformers_folder_into_our_checkpoint(hf_folder, tmp_path):
+    out = tmp_path / "vitmatte.pt"
+    result = CliRunner().invoke(app, ["model", "import-hf", str(hf_folder), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "ViTMatte-S" in result.output and "25,814,753 parameters" in result.output
+    ours = load_model(out).eval()
+    assert ours.cfg == VITMATTE_S
+    theirs = VitMatteForImageMatting.from_pretrained(hf_folder, local_files_only=True).eval()
+    x = torch.randn(1, 4, 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        want = theirs(pixel_values=x).alphas
+        assert torch.equal(ours(x), want)
+        assert torch.equal(load_for_inference(hf_folder)(x), want)  # the folder as --checkpoint
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c, f: (f / "config.json").unlink(), "no config.json; a transformers-format"),
+        (lambda c, f: c.update(model_type="vitdet"), "model_type is 'vitdet', not 'vitmatte'"),
+        (lambda c, f: c["backbone_config"].update(hidden_size=512), "hidden_size is 512"),
+        (
+            lambda c, f: c["backbone_config"].update(window_size=7),
+            "not ViTMatte-small as REFERENCE.md defines it: backbone_config.window_size: 7",
+        ),
+        (lambda c, f: c.update(fusion_hidden_sizes=[8, 8, 8, 8]), "fusion_hidden_sizes: [8, 8"),
+        (lambda c, f: (f / "model.safetensors").unlink(), "cannot load its weights"),
+    ],
+)
+def test_import_hf_names_what_is_wrong_and_writes_nothing(hf_folder, tmp_path, edit, message):
+    folder = shutil.copytree(hf_folder, tmp_path / "broken")
+    config = json.loads((folder / "config.json").read_text())
+    edit(config, folder)
+    if (folder / "config.json").exists():
+        (folder / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "out.pt"
+    result = CliRunner().invoke(app, ["model", "import-hf", str(folder), "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()), result.output
+    assert not out.exists()

@@ -24,7 +24,7 @@ from torch import nn
 
 from configs import Config, ConfigError, ModelConfig, config_from_dict
 from shards.atomic import atomic_file
-from training.families import DEFAULT_FAMILY, family_of, get_family
+from training.families import DEFAULT_FAMILY, family_of, get_family, import_folder
 from training.weights import FORMAT, load_strict, read_weights
 
 VERSION = 2  # 2: the "family" entry; 1: IndexNet only, no family recorded
@@ -151,7 +151,8 @@ def _model_of(ckpt: dict[str, Any], path: str | Path) -> nn.Module:
 
 
 def load_for_inference(path: str | Path, model_cfg: ModelConfig | None = None) -> nn.Module:
-    """A model ready for inference from our checkpoint or a family's released weights.
+    """A model ready for inference from our checkpoint, a family's released weights, or a
+    transformers-format folder (``training.families.import_folder``: ViTMatte).
 
     Our checkpoints name their own family and variant; any other file is read as the official
     release of ``model_cfg``'s family (``None``: the released IndexNet; a dict with a
@@ -163,6 +164,8 @@ def load_for_inference(path: str | Path, model_cfg: ModelConfig | None = None) -
     Raises:
         ValueError: the file is neither, or its tensors do not fit (named).
     """
+    if Path(path).is_dir():  # a transformers-format folder (ViTMatte's released checkpoints)
+        return import_folder(path).eval()
     raw = read_weights(path, "checkpoint", allow_numpy=True)
     if isinstance(raw, dict) and raw.get("format") == FORMAT:
         return _model_of(_checked(raw, path), path).eval()

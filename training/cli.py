@@ -25,6 +25,39 @@ def _group() -> None:
     """IndexNet weights: import the official release's checkpoint, describe a variant."""
 
 
+@model_app.command("import-hf")
+def import_hf_command(
+    folder: Path = typer.Argument(
+        ..., help="A transformers-format folder: config.json + model.safetensors (ViTMatte)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Our checkpoint file to write."),
+) -> None:
+    """Convert a transformers-format ViTMatte folder (as the released checkpoints come, or as
+    save_pretrained writes) into our checkpoint, recording its family and size.
+
+    The config must be ViTMatte-S or -B as REFERENCE.md section 5 defines them (each differing
+    entry is named); the weights are read from the folder only (nothing is downloaded) and must
+    fit exactly. Nothing is written on any error. `evaluate run`, `predict` and `export` also
+    take the folder itself as --checkpoint.
+    """
+    from dataclasses import replace
+
+    from training.checkpoint import save_checkpoint
+    from training.families import count_parameters, describe, import_folder
+
+    try:
+        model = import_folder(folder)
+        if not out.parent.is_dir():
+            raise ValueError(f"{out.parent}: no such folder for --out")
+        save_checkpoint(out, model, replace(load_config(), model=model.cfg), source=str(folder))
+    except (ConfigError, ValueError) as exc:
+        raise fail(exc) from None
+    typer.echo(
+        f"Wrote {out} ({describe(model)}, {count_parameters(model):,} parameters); load it "
+        "with training.checkpoint.load_model, or use it as --checkpoint."
+    )
+
+
 @model_app.command("import-official")
 def import_official_command(
     checkpoint: Path = typer.Argument(..., help="The official indexnet_matting.pth.tar."),

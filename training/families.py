@@ -14,6 +14,7 @@ to the family's importers: ``build_model`` (optionally with an ImageNet backbone
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from training.indexnet_weights import load_mobilenet_v2, official_model
 from training.loss import matting_loss
 from training.model import IN_CHANNELS, IndexNet
 from training.normalise import make_input
-from training.vitmatte import PAD_MULTIPLE, VitMatte, layer_scale
+from training.vitmatte import PAD_MULTIPLE, VitMatte, import_hf, layer_scale
 from training.vitmatte import make_input as vitmatte_input
 from training.vitmatte_loss import vitmatte_loss
 from training.weights import LoadReport, read_weights
@@ -73,6 +74,8 @@ class ModelFamily:
     loss: Callable[[torch.Tensor, dict[str, torch.Tensor], Any], dict[str, torch.Tensor]] | None = (
         None
     )
+    # a transformers-format folder (config.json + safetensors) -> the model; None: no such format
+    import_folder: Callable[[Path], nn.Module] | None = None
 
 
 def _indexnet_loss(pred: torch.Tensor, batch: dict[str, torch.Tensor], cfg) -> dict:
@@ -145,6 +148,7 @@ VITMATTE = ModelFamily(
     make_input=vitmatte_input,
     describe=VitMatte.describe,
     loss=_vitmatte_loss,
+    import_folder=import_hf,
 )
 
 FAMILIES: dict[str, ModelFamily] = {INDEXNET.name: INDEXNET, VITMATTE.name: VITMATTE}
@@ -263,3 +267,23 @@ def load_backbone(model: nn.Module, path: str | Path) -> LoadReport:
         raise ValueError(f"model family {family.name!r} has no pretrained backbone to load")
     raw = read_weights(path, "backbone", allow_numpy=True)
     return family.load_backbone(model, raw, str(path))
+
+
+def import_folder(path: str | Path) -> nn.Module:
+    """A network from a transformers-format folder (``config.json`` + weights), of the family
+    its ``model_type`` names (ViTMatte: ``training.vitmatte.import_hf``), in training mode.
+
+    Raises:
+        ValueError: not a folder, or one no family imports, or what its importer refuses.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a folder (a transformers-format model folder is)")
+    try:
+        kind = json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    family = FAMILIES.get(kind or "", VITMATTE)  # model_type names the family (vitmatte)
+    if family.import_folder is None:
+        raise ValueError(f"{folder}: model family {family.name!r} has no folder format to import")
+    return family.import_folder(folder)

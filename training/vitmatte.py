@@ -20,13 +20,16 @@ decoder. ``model.size`` picks ViTMatte-S (384 wide, 6 heads; 25.8M parameters) o
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from configs import ModelConfig
 from training.normalise import IMAGENET_MEAN, IMAGENET_STD
+from training.weights import load_strict
 
 EXTRA_HINT = 'ViTMatte needs transformers: pip install -e ".[vitmatte]"'
 SIZES = {  # ViT width and heads; the decoder is the same for both
@@ -126,3 +129,81 @@ def layer_scale(name: str) -> tuple[str, float]:
         block = int(match[1])
         return f"block{block}", LAYER_DECAY ** (DEPTH - block)
     return "decoder", 1.0  # the decoder and the residual conv blocks
+
+
+# the config entries that make a transformers ViTMatte folder the network of a given size
+_BACKBONE_KEYS = (
+    "num_channels", "patch_size", "hidden_size", "num_attention_heads", "num_hidden_layers",
+    "mlp_ratio", "qkv_bias", "window_size", "window_block_indices", "residual_block_indices",
+    "use_absolute_position_embeddings", "use_relative_position_embeddings",
+    "pretrain_image_size",
+)  # fmt: skip
+_DECODER_KEYS = ("hidden_size", "convstream_hidden_sizes", "fusion_hidden_sizes")
+
+
+def import_hf(folder: str | Path) -> VitMatte:
+    """Our ``VitMatte`` with the weights of a transformers-format folder (``config.json`` and
+    ``model.safetensors``, as ``save_pretrained`` writes them and the released ViTMatte
+    checkpoints are distributed); its size is read from the config, and nothing is downloaded.
+
+    Raises:
+        ValueError: no such folder, no or unreadable ``config.json``, a model that is not
+            ViTMatte-S or -B as REFERENCE.md defines them (each differing entry named), or
+            weights that are missing or do not fit (named).
+    """
+    folder = Path(folder)
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ValueError(
+            f"{folder}: no config.json; a transformers-format ViTMatte folder holds config.json "
+            "and model.safetensors (what save_pretrained writes)"
+        )
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable JSON config ({exc})") from None
+    if not isinstance(found, dict) or found.get("model_type") != "vitmatte":
+        kind = found.get("model_type") if isinstance(found, dict) else None
+        raise ValueError(f"{path}: model_type is {kind!r}, not 'vitmatte'")
+    backbone = found.get("backbone_config") or {}
+    size = next(
+        (name for name, s in SIZES.items() if backbone.get("hidden_size") == s["hidden_size"]),
+        None,
+    )
+    if size is None:
+        widths = ", ".join(f"{s['hidden_size']} ({name})" for name, s in SIZES.items())
+        raise ValueError(
+            f"{path}: backbone_config.hidden_size is {backbone.get('hidden_size')!r}; ViTMatte "
+            f"is {widths}"
+        )
+    want = hf_config(size).to_dict()
+    differ = [
+        f"backbone_config.{key}: {backbone.get(key)!r} (ViTMatte-{size}: "
+        f"{want['backbone_config'][key]!r})"
+        for key in _BACKBONE_KEYS
+        if backbone.get(key) != want["backbone_config"][key]
+    ] + [
+        f"{key}: {found.get(key)!r} (ViTMatte-{size}: {want[key]!r})"
+        for key in _DECODER_KEYS
+        if found.get(key) != want[key]
+    ]
+    if differ:
+        raise ValueError(
+            f"{path}: not ViTMatte-{size} as REFERENCE.md defines it: " + "; ".join(differ)
+        )
+    t = _transformers()
+    try:
+        loaded, info = t.VitMatteForImageMatting.from_pretrained(
+            folder, local_files_only=True, output_loading_info=True
+        )
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{folder}: cannot load its weights ({exc})") from None
+    problems = {k: v for k, v in info.items() if v and k != "error_msgs"} | (
+        {"errors": info["error_msgs"]} if info.get("error_msgs") else {}
+    )
+    if problems:
+        listed = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in problems.items())
+        raise ValueError(f"{folder}: the weights do not fit ViTMatte-{size}: {listed}")
+    model = VitMatte(ModelConfig(family="vitmatte", size=size))
+    load_strict(model.net, loaded.state_dict(), str(folder))
+    return model
