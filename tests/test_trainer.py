@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -183,6 +184,37 @@ def test_a_resume_restores_every_piece_of_state_a_checkpoint_saves(shard_set, tm
     assert seen.first == 3 and torch.equal(seen.rng, state["rng"]["torch"])
     assert summary.best_grad == 1.25
     assert load_checkpoint(path)["best_grad"] == 1.25
+
+
+def test_init_fine_tunes_from_a_checkpoint_with_a_fresh_optimizer(shard_set, tmp_path):
+    """--init copies every weight (a learning rate of 1e-30 leaves them as loaded: the params
+    after one step are the source's to 1e-12), and starts Adam and the schedule afresh."""
+    cfg = _cfg("train.validate=false")
+    source = tmp_path / "source"
+    train(cfg, RunOptions(str(shard_set), source, max_steps=3, loader_workers=0))
+    ckpt = source / "checkpoints" / "last.pt"
+    tuned = tmp_path / "tuned"
+    still = replace(cfg, train=replace(cfg.train, learning_rate=1e-30))
+    train(still, RunOptions(str(shard_set), tuned, max_steps=1, loader_workers=0, init=ckpt))
+    a, b = load_checkpoint(ckpt), load_checkpoint(tuned / "checkpoints" / "last.pt")
+    params = {n for n, _ in IndexNet().named_parameters()}
+    # (a zero bias moves to -1e-30, nothing else moves: a fresh init would differ by ~1e-2)
+    assert max(float((a["model"][n] - b["model"][n]).abs().max()) for n in params) < 1e-12
+    assert b["step"] == 1 and b["scheduler"]["last_epoch"] == 0
+    assert {int(s["step"]) for s in b["optimizer"]["state"].values()} == {1}  # fresh Adam
+    assert {"init": str(ckpt)} in _records(tuned)
+
+    def refused(run_cfg, message: str, **options) -> None:
+        with pytest.raises(ValueError, match=message):
+            train(run_cfg, RunOptions(str(shard_set), tmp_path / "x", loader_workers=0, **options))
+
+    o2o = replace(cfg, model=replace(cfg.model, index_block="o2o"))
+    refused(o2o, r"another IndexNet variant than this run's: model.index_block: 'm2o' there, "
+                 r"'o2o' here", init=ckpt)  # fmt: skip
+    vit = replace(cfg, model=replace(cfg.model, family="vitmatte"))
+    refused(vit, r"holds a IndexNet model, and this run trains ViTMatte", init=ckpt)
+    refused(cfg, "--init starts a new run.*--resume continues a run", init=ckpt, resume=True)
+    refused(cfg, "missing.pt: no such checkpoint file", init=tmp_path / "missing.pt")
 
 
 def test_cli_train_and_its_errors(shard_set, tmp_path):

@@ -154,3 +154,18 @@ def test_import_hf_names_what_is_wrong_and_writes_nothing(hf_folder, tmp_path, e
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split()), result.output
     assert not out.exists()
+
+
+def test_init_fine_tunes_vitmatte_from_a_transformers_folder(hf_folder, shard_set, tmp_path):
+    cfg = load_config(overrides=[
+        "model.family=vitmatte", "train.input_size=64", "train.crop_sizes=[64]",
+        "train.small_image_min_side=100", "train.batch_size=2", "train.validate=false",
+        "train.learning_rate=1e-30",
+    ])  # fmt: skip
+    run = tmp_path / "tuned"
+    options = RunOptions(str(shard_set), run, max_steps=1, loader_workers=0, init=hf_folder)
+    train(cfg, options)
+    tuned = load_model(run / "checkpoints" / "last.pt")
+    released = VitMatteForImageMatting.from_pretrained(hf_folder, local_files_only=True)
+    ours = dict(tuned.net.named_parameters())
+    assert max(float((p - ours[n]).abs().max()) for n, p in released.named_parameters()) < 1e-12

@@ -269,6 +269,13 @@ def train_command(
     index: str | None = typer.Option(
         None, "--index", help="The shard set's folder or URL, for pipe: sources."
     ),
+    init: Path | None = typer.Option(
+        None,
+        "--init",
+        help="Fine-tune: start from every weight of this checkpoint (ours, the official "
+        "indexnet_matting.pth.tar, an imported or a transformers-format ViTMatte folder), with a "
+        "fresh optimizer and schedule; its family and variant must be the run's.",
+    ),
     data_only: bool = typer.Option(
         False,
         "--data-only",
@@ -301,7 +308,7 @@ def train_command(
         if max_steps is not None and max_steps < 1:
             raise ValueError(f"--max-steps must be >= 1, got {max_steps}")
         options = RunOptions(
-            shards, out, index, resume, max_steps, loader_workers, device, backbone
+            shards, out, index, resume, max_steps, loader_workers, device, backbone, init
         )
         rank = int(os.environ.get("RANK", "0"))
         if data_only:

@@ -42,10 +42,10 @@ from torch.nn.parallel import DistributedDataParallel
 from configs import Config
 from shards.atomic import atomic_write_bytes
 from shards.reader import resolve_shards, shard_samples
-from training.checkpoint import load_checkpoint, save_checkpoint
+from training.checkpoint import load_checkpoint, load_for_inference, save_checkpoint
 from training.data import Batch, check_order, device_inputs, epoch_batches
 from training.distributed import all_true, device_for, join_process_group, restarted
-from training.families import ParamGroup, build_model, get_family, parameter_groups
+from training.families import ParamGroup, build_model, family_of, get_family, parameter_groups
 from training.order import default_workers
 from training.validate import validate
 
@@ -72,6 +72,9 @@ class RunOptions:
     loader_workers: int | None = None
     device: str = "cpu"  # cpu or cuda
     backbone: Path | None = None  # ImageNet MobileNetV2 weights for a fresh encoder
+    # start from these weights with a fresh optimizer and schedule (fine-tuning): our
+    # checkpoint, a family's released file, or a transformers-format folder
+    init: Path | None = None
 
 
 @dataclass
@@ -167,6 +170,36 @@ def _set_rng_state(saved: dict) -> None:
             torch.cuda.set_rng_state(state, device)
 
 
+def _init_from(model: torch.nn.Module, path: Path) -> None:
+    """Copy every weight of ``path`` into ``model`` (``--init``); the family and the variant
+    must be the run's.
+
+    Raises:
+        ValueError: a file or folder that does not load, or another family or variant (both
+            named).
+    """
+    source = load_for_inference(path, model.cfg)
+    theirs, ours = getattr(source, "cfg", None), model.cfg
+    if family_of(source).name != ours.family:
+        raise ValueError(
+            f"--init {path} holds a {family_of(source).title} model, and this run trains "
+            f"{get_family(ours.family).title} (model.family={ours.family}); pass "
+            f"--set model.family={family_of(source).name} or another --init"
+        )
+    differ = [
+        f"model.{key}: {getattr(theirs, key)!r} there, {getattr(ours, key)!r} here"
+        for key in ours.__dataclass_fields__
+        if theirs is not None and getattr(theirs, key) != getattr(ours, key)
+    ]
+    if differ:
+        raise ValueError(
+            f"--init {path} is another {get_family(ours.family).title} variant than this run's: "
+            + "; ".join(differ)
+            + "; set the run's model section to match it"
+        )
+    model.load_state_dict(source.state_dict())
+
+
 class _Run:
     """One training run on one rank: set up in ``__init__``, trained by ``fit()``."""
 
@@ -209,7 +242,15 @@ class _Run:
             )
 
         torch.manual_seed(t.seed)  # the same initial weights on every rank
+        if options.init is not None and (options.resume or options.backbone is not None):
+            raise ValueError(
+                "--init starts a new run from every weight of a checkpoint; "
+                + ("--resume continues a run" if options.resume else "--backbone sets only the "
+                   "encoder") + ": pass one of them"
+            )  # fmt: skip
         model = build_model(cfg.model, options.backbone)
+        if options.init is not None:  # a resume (or a restart) then loads its checkpoint over it
+            _init_from(model, options.init)
         self.backbone_report = model.backbone_report
         self.family = get_family(cfg.model.family)
         self.make_input = self.family.make_input
@@ -415,6 +456,8 @@ class _Run:
             self._checkpoint(LAST)
 
     def fit(self) -> TrainSummary:
+        if self.options.init is not None and self.summary.resumed_from is None:
+            self._write({"init": str(self.options.init)})
         if self.summary.resumed_from is not None:
             self._write(
                 {"resume": self.step, "restarts": os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")}
