@@ -24,6 +24,19 @@ from training.vitmatte import LAYER_DECAY, hf_config, make_input  # noqa: E402
 VITMATTE_S = ModelConfig(family="vitmatte")
 
 
+def _tiny_run(*extra: str):
+    """A ViTMatte-S config for short CPU runs on the sample shards (64-pixel crops)."""
+    base = [
+        "model.family=vitmatte",
+        "train.input_size=64",
+        "train.crop_sizes=[64]",
+        "train.small_image_min_side=100",
+        "train.batch_size=2",
+        "train.validate=false",
+    ]
+    return load_config(overrides=[*base, *extra])
+
+
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
@@ -82,11 +95,7 @@ def test_layer_wise_decay_groups_hold_every_parameter_once(model):
 
 
 def test_a_vitmatte_run_trains_with_its_own_loss_and_its_checkpoint_loads(shard_set, tmp_path):
-    cfg = load_config(overrides=[
-        "model.family=vitmatte", "train.input_size=64", "train.crop_sizes=[64]",
-        "train.small_image_min_side=100", "train.batch_size=2", "train.validate=false",
-        "train.log_every=1",
-    ])  # fmt: skip
+    cfg = _tiny_run("train.log_every=1")
     run = tmp_path / "run"
     summary = train(cfg, RunOptions(str(shard_set), run, max_steps=2, loader_workers=0))
     assert summary.step == 2 and torch.isfinite(torch.tensor(summary.last_loss))
@@ -157,11 +166,7 @@ def test_import_hf_names_what_is_wrong_and_writes_nothing(hf_folder, tmp_path, e
 
 
 def test_init_fine_tunes_vitmatte_from_a_transformers_folder(hf_folder, shard_set, tmp_path):
-    cfg = load_config(overrides=[
-        "model.family=vitmatte", "train.input_size=64", "train.crop_sizes=[64]",
-        "train.small_image_min_side=100", "train.batch_size=2", "train.validate=false",
-        "train.learning_rate=1e-30",
-    ])  # fmt: skip
+    cfg = _tiny_run("train.learning_rate=1e-30")  # the weights stay as loaded
     run = tmp_path / "tuned"
     options = RunOptions(str(shard_set), run, max_steps=1, loader_workers=0, init=hf_folder)
     train(cfg, options)
