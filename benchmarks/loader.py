@@ -128,7 +128,7 @@ def _best_rate(run, repeats: int) -> float:
 def _loader_rate(shards, cfg, workers: int, repeats: int, counts=None, **stream) -> float:
     """Samples/s of one epoch through make_loader + batches, timed from the first batch."""
 
-    def run() -> float:
+    def run() -> tuple[int, float]:  # samples after the first batch, and their seconds
         s = MattingStream(shards, cfg, cache_counts=counts, **stream)
         got = batches(iter(make_loader(s, workers)), cfg.batch_size)
         next(got)  # start-up (worker processes, first reads) is not timed

@@ -72,6 +72,7 @@ TOY = ModelFamily(
     in_channels=2,
     make_input=_toy_input,
     describe=lambda model: "toy 2-conv",
+    loss=lambda pred, batch, cfg: {"loss": (pred - batch["alpha"]).abs().mean()},
 )
 
 

@@ -28,6 +28,7 @@ from training.indexnet_weights import load_mobilenet_v2, official_model
 from training.loss import matting_loss
 from training.model import IN_CHANNELS, IndexNet
 from training.normalise import make_input
+from training.vitmatte import DEPTH as VIT_DEPTH
 from training.vitmatte import PAD_MULTIPLE, VitMatte, import_hf, layer_scale
 from training.vitmatte import make_input as vitmatte_input
 from training.vitmatte_loss import vitmatte_loss
@@ -64,16 +65,14 @@ class ModelFamily:
     in_channels: int  # of the input make_input makes
     make_input: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (3,H,W) RGB01, trimap
     describe: Callable[[nn.Module], str]  # the variant in one line
+    # (prediction, the step's tensors (training.augment.compose_batch), the loss config) ->
+    # "loss" (the total, which is minimised) and each term as "loss_<term>", for train.jsonl
+    loss: Callable[[torch.Tensor, dict[str, torch.Tensor], Any], dict[str, torch.Tensor]]
     official_file: str = ""  # the family's released weight file, for messages
     # (contents of the official file, source, cfg) -> (model, report); None: no release
     import_official: Callable[[Any, str, ModelConfig], tuple[nn.Module, LoadReport]] | None = None
     # (model, contents of a backbone file, source) -> report; None: no pretrained backbone
     load_backbone: Callable[[nn.Module, Any, str], LoadReport] | None = None
-    # (prediction, the step's tensors (training.augment.compose_batch), the loss config) ->
-    # "loss" (the total, which is minimised) and each term as "loss_<term>", for train.jsonl
-    loss: Callable[[torch.Tensor, dict[str, torch.Tensor], Any], dict[str, torch.Tensor]] | None = (
-        None
-    )
     # a transformers-format folder (config.json + safetensors) -> the model; None: no such format
     import_folder: Callable[[Path], nn.Module] | None = None
 
@@ -98,10 +97,10 @@ def _vitmatte_groups(model: VitMatte) -> tuple[ParamGroup, ...]:
     groups: dict[str, list[nn.Parameter]] = {}
     scales: dict[str, float] = {}
     for name, param in model.named_parameters():
-        group, scales_of = layer_scale(name)
+        group, scale = layer_scale(name)
         groups.setdefault(group, []).append(param)
-        scales[group] = scales_of
-    order = ["embeddings", *(f"block{i}" for i in range(12)), "decoder"]
+        scales[group] = scale
+    order = ["embeddings", *(f"block{i}" for i in range(VIT_DEPTH)), "decoder"]
     what = {"embeddings": "patch and position embeddings", "decoder": "decoder, residual blocks"}
     return tuple(
         ParamGroup(name, tuple(groups[name]), False, what.get(name, f"ViT {name}"), scales[name])

@@ -12,9 +12,9 @@ decoder. ``model.size`` picks ViTMatte-S (384 wide, 6 heads; 25.8M parameters) o
   normalises with mean and std 0.5 and divides the trimap by 255 instead; we follow the
   official code, which trained the released weights, at training and inference alike (on our
   exact 0/128/255 trimaps the only difference from its test-time /255 is 0.5 against 0.502);
-- ``param_groups``: layer-wise learning-rate decay 0.65: block i at 0.65^(12 - i), the patch
-  and position embeddings at 0.65^13, the residual conv blocks (inside the blocks) and the
-  decoder at 1;
+- ``layer_scale`` (the family's parameter groups): layer-wise learning-rate decay 0.65:
+  block i at 0.65^(12 - i), the patch and position embeddings at 0.65^13, the residual conv
+  blocks (inside the blocks) and the decoder at 1;
 - inference pads to a multiple of 32 (``pad_multiple``), as the official code does.
 """
 
