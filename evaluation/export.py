@@ -150,7 +150,7 @@ def export_model(
     model = copy.deepcopy(model).cpu().eval()
     example = _random_input(family.in_channels, example_size, seed)
     with atomic_file(path, as_path=True) as tmp:  # renamed to path only if every check passes
-        with _quiet_exporters():
+        with _quiet_exporters(), family.exportable():
             if fmt == "torchscript":
                 signature = _write_torchscript(model, example, family, stride, tmp)
             else:

@@ -180,10 +180,43 @@ def test_init_fine_tunes_vitmatte_from_a_transformers_folder(hf_folder, shard_se
 @pytest.mark.filterwarnings(r"ignore:`torch\.jit\.load` is deprecated")
 def test_torchscript_export_equals_transformers_model(model, tmp_path):
     """The exported file takes any multiple of 32 and equals transformers' network on random
-    inputs to 1e-4 (ONNX export of this family fails in torch.onnx's conversion step: open)."""
+    inputs to 1e-4."""
     report = export_model(model, "torchscript", tmp_path / "vitmatte.pt")
     assert report.max_abs_diff <= 1e-4 and report.signature.startswith("x (B, 4, 32*h, 32*w)")
     scripted = torch.jit.load(tmp_path / "vitmatte.pt")
     x = torch.randn(1, 4, 96, 64, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
         assert torch.allclose(scripted(x), model.net(pixel_values=x).alphas, atol=1e-4)
+
+
+@pytest.mark.slow  # torch.onnx's export of a ViT-S takes ~100 s on two cores
+def test_onnx_export_equals_transformers_model(model, tmp_path):
+    """ONNX (run by onnxruntime) at sizes below, at and off the 512 pixels transformers' position
+    tables are made for equals transformers' unpatched network to 1e-4; the lookup swapped in
+    while exporting (``training.vitmatte.exportable``) is put back."""
+    pytest.importorskip("onnxruntime")
+    from transformers.models.vitdet import modeling_vitdet
+
+    original = modeling_vitdet.get_rel_pos
+    report = export_model(
+        model, "onnx", tmp_path / "vitmatte.onnx", check_sizes=[(64, 96), (512, 512), (544, 480)]
+    )
+    assert modeling_vitdet.get_rel_pos is original
+    assert report.checked_with.startswith("onnxruntime")
+    assert report.max_abs_diff <= 1e-4
+    assert report.signature == "input (1, 4, 32*h, 32*w) float32 -> alpha (1, 1, 32*h, 32*w)"
+
+
+def test_exportable_relative_positions_equal_transformers_lookup():
+    """The export lookup gives transformers' tables for self-attention at any token count, with
+    and without resizing the table, and defers to transformers when q and k differ."""
+    from transformers.models.vitdet.modeling_vitdet import get_rel_pos
+
+    from training.vitmatte import _square_rel_pos
+
+    table = torch.randn(63, 8, generator=torch.Generator().manual_seed(1))
+    for size in (1, 5, 14, 32, 40):
+        assert torch.equal(
+            _square_rel_pos(size, size, table, get_rel_pos), get_rel_pos(size, size, table)
+        )
+    assert torch.equal(_square_rel_pos(4, 8, table, get_rel_pos), get_rel_pos(4, 8, table))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from training.loss import matting_loss
 from training.model import IN_CHANNELS, IndexNet
 from training.normalise import make_input
 from training.vitmatte import DEPTH as VIT_DEPTH
-from training.vitmatte import PAD_MULTIPLE, VitMatte, import_hf, layer_scale
+from training.vitmatte import PAD_MULTIPLE, VitMatte, exportable, import_hf, layer_scale
 from training.vitmatte import make_input as vitmatte_input
 from training.vitmatte_loss import vitmatte_loss
 from training.weights import LoadReport, read_weights
@@ -75,6 +76,8 @@ class ModelFamily:
     load_backbone: Callable[[nn.Module, Any, str], LoadReport] | None = None
     # a transformers-format folder (config.json + safetensors) -> the model; None: no such format
     import_folder: Callable[[Path], nn.Module] | None = None
+    # a context in which the family's networks export (e.g. a library function made traceable)
+    exportable: Callable[[], AbstractContextManager] = nullcontext
 
 
 def _indexnet_loss(pred: torch.Tensor, batch: dict[str, torch.Tensor], cfg) -> dict:
@@ -148,6 +151,7 @@ VITMATTE = ModelFamily(
     describe=VitMatte.describe,
     loss=_vitmatte_loss,
     import_folder=import_hf,
+    exportable=exportable,
 )
 
 FAMILIES: dict[str, ModelFamily] = {INDEXNET.name: INDEXNET, VITMATTE.name: VITMATTE}
