@@ -58,11 +58,15 @@ class TrainConfig:
     epochs: int = 30
     learning_rate: float = 0.01  # index blocks, ASPP, decoder and head
     backbone_lr_mult: float = 100.0  # encoder lr = learning_rate / backbone_lr_mult
-    lr_decay: float = 0.1  # MultiStepLR gamma
-    milestones: tuple[int, ...] = (20, 26)  # epochs where lr *= lr_decay
+    lr_decay: float = 0.1  # lr *= lr_decay at each milestone (when lr_factors is empty)
+    milestones: tuple[int, ...] = (20, 26)  # epochs at which the learning rate steps down
+    lr_factors: tuple[float, ...] = ()  # lr multiplier from each milestone on (empty: lr_decay^k)
+    warmup_iters: int = 0  # linear warmup over the first steps (0: none)
+    warmup_factor: float = 0.001  # the warmup's starting multiplier
+    optimizer: Literal["adam", "adamw"] = "adam"  # Adam (L2 weight decay) | AdamW (decoupled)
     adam_betas: tuple[float, ...] = (0.9, 0.999)
     adam_eps: float = 1e-8
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # not applied to the parameters a family marks (norms, ...)
     input_size: int = 320  # network input side (multiple of 32)
     crop_sizes: tuple[int, ...] = (320, 480, 640)  # crop sides before resizing to input_size
     small_image_min_side: int = 500  # min side below input_size is first rescaled to this
@@ -115,6 +119,17 @@ class TrainConfig:
             _fail(
                 "train.milestones", f"must be increasing epochs >= 1, got {list(self.milestones)}"
             )
+        if self.lr_factors and len(self.lr_factors) != len(self.milestones):
+            _fail(
+                "train.lr_factors",
+                f"needs one factor per milestone ({len(self.milestones)}), got "
+                f"{list(self.lr_factors)}; or [] for lr_decay^k",
+            )
+        if any(f <= 0 for f in self.lr_factors):
+            _fail("train.lr_factors", f"must be > 0, got {list(self.lr_factors)}")
+        _at_least(self, "warmup_iters", 0)
+        if not 0 < self.warmup_factor <= 1:
+            _fail("train.warmup_factor", f"must be in (0, 1], got {self.warmup_factor}")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             _fail("train.adam_betas", f"must be two values in [0, 1), got {list(self.adam_betas)}")
         if not self.crop_sizes or any(c < 1 for c in self.crop_sizes):

@@ -32,6 +32,7 @@ from training.trainer import (
     TrainProgress,
     _learning_rates,
     _optimizer,
+    lr_factor,
     train,
 )
 
@@ -107,7 +108,7 @@ def test_single_process_run_checkpoints_validates_and_resumes(shard_set, tmp_pat
     assert best["step"] == 15 and best["epoch"] == 1 and last["step"] == 17
     assert best["best_grad"] == validation[0]["validation"]["grad"] == summary.best_grad
     assert last["config"]["train"]["input_size"] == 32
-    assert {"optimizer", "scheduler", "rng"} <= last.keys()
+    assert {"optimizer", "rng"} <= last.keys()
     assert load_config(run / "config.yaml") == cfg
 
     again = train(cfg, RunOptions(str(shard_set), run, resume=True, max_steps=20, loader_workers=0))
@@ -132,7 +133,7 @@ def test_resume_continues_the_optimizer_state(shard_set, tmp_path):
     state = after["optimizer"]["state"]
     assert all(int(s["step"]) == 5 for s in state.values())  # Adam's count went on from 4
     moved = [k for k, v in model.state_dict().items() if not torch.equal(v, after["model"][k])]
-    assert moved and saved["scheduler"]["last_epoch"] == after["scheduler"]["last_epoch"] == 0
+    assert moved and saved["optimizer"]["param_groups"] == after["optimizer"]["param_groups"]
 
 
 def _same(a, b) -> bool:
@@ -158,11 +159,11 @@ def test_a_resume_restores_every_piece_of_state_a_checkpoint_saves(shard_set, tm
     shutil.copytree(split, crafted)
     train(cfg, RunOptions(str(shard_set), split, resume=True, max_steps=5, loader_workers=0))
     a, b = (load_checkpoint(run / "checkpoints" / "last.pt") for run in (straight, split))
-    for key in ("model", "optimizer", "scheduler", "rng", "epoch", "step", "step_in_epoch",
+    for key in ("model", "optimizer", "rng", "epoch", "step", "step_in_epoch",
                 "global_batch", "best_grad", "config"):  # fmt: skip
         assert _same(a[key], b[key]), key
     assert set(a) - {"format", "family", "model_config", "version"} <= {
-        "model", "optimizer", "scheduler", "rng", "epoch", "step", "step_in_epoch",
+        "model", "optimizer", "rng", "epoch", "step", "step_in_epoch",
         "global_batch", "best_grad", "config",
     }, "a new checkpoint entry must be restored by _resume and checked here"  # fmt: skip
 
@@ -200,7 +201,8 @@ def test_init_fine_tunes_from_a_checkpoint_with_a_fresh_optimizer(shard_set, tmp
     params = {n for n, _ in IndexNet().named_parameters()}
     # (a zero bias moves to -1e-30, nothing else moves: a fresh init would differ by ~1e-2)
     assert max(float((a["model"][n] - b["model"][n]).abs().max()) for n in params) < 1e-12
-    assert b["step"] == 1 and b["scheduler"]["last_epoch"] == 0
+    assert b["step"] == 1  # and the schedule starts afresh:
+    assert [g["lr"] for g in b["optimizer"]["param_groups"]] == pytest.approx([1e-32, 1e-30])
     assert {int(s["step"]) for s in b["optimizer"]["state"].values()} == {1}  # fresh Adam
     assert {"init": str(ckpt)} in _records(tuned)
 
@@ -552,3 +554,21 @@ def test_the_same_global_batches_on_any_cluster_shape_and_across_resumes(shard_s
     other = _cfg("train.batch_size=2", "train.log_batches=true", "train.validate=false")
     with pytest.raises(ValueError, match="global batch of 4, and this run has 1 rank.* = 2"):
         train(other, RunOptions(str(shard_set), elastic, resume=True, max_steps=30))
+
+
+def test_logged_learning_rates_follow_the_schedule_across_a_resume(shard_set, tmp_path):
+    """Each step's lr is base x lr_factor(step): a warmup over 4 steps, x0.5 from epoch 1 (of
+    15 steps); a run resumed at step 3 logs the same rates as one that was not stopped."""
+    cfg = _cfg(
+        "train.validate=false", "train.checkpoint_every=3", "train.warmup_iters=4",
+        "train.milestones=[1]", "train.lr_factors=[0.5]",
+    )  # fmt: skip
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(cfg, RunOptions(str(shard_set), straight, max_steps=17, loader_workers=0))
+    train(cfg, RunOptions(str(shard_set), split, max_steps=3, loader_workers=0))
+    train(cfg, RunOptions(str(shard_set), split, resume=True, max_steps=17, loader_workers=0))
+    want = [0.01 * lr_factor(cfg.train, step, 15) for step in range(17)]
+    assert want[0] == pytest.approx(1e-5) and want[4] == 0.01 and want[15] == 0.005
+    for run in (straight, split):
+        got = [(r["lr"], r["lr_encoder"]) for r in _records(run) if "loss" in r]
+        assert got == [(lr, pytest.approx(lr / 100)) for lr in want]

@@ -30,7 +30,14 @@ from training.loss import matting_loss
 from training.model import IN_CHANNELS, IndexNet
 from training.normalise import make_input
 from training.vitmatte import DEPTH as VIT_DEPTH
-from training.vitmatte import PAD_MULTIPLE, VitMatte, exportable, import_hf, layer_scale
+from training.vitmatte import (
+    PAD_MULTIPLE,
+    VitMatte,
+    exportable,
+    import_hf,
+    layer_scale,
+    no_weight_decay,
+)
 from training.vitmatte import make_input as vitmatte_input
 from training.vitmatte_loss import vitmatte_loss
 from training.weights import LoadReport, read_weights
@@ -50,6 +57,7 @@ class ParamGroup:
     backbone: bool = False  # pretrained: trained at learning_rate / train.backbone_lr_mult
     what: str = ""  # the modules it holds, for `indexnet model summary`
     lr_scale: float = 1.0  # a further multiplier of the group's lr (e.g. layer-wise decay)
+    no_decay: tuple[nn.Parameter, ...] = ()  # those of ``params`` trained without weight decay
 
 
 @dataclass(frozen=True)
@@ -96,17 +104,25 @@ def _vitmatte_loss(pred: torch.Tensor, batch: dict[str, torch.Tensor], cfg) -> d
 
 def _vitmatte_groups(model: VitMatte) -> tuple[ParamGroup, ...]:
     """Layer-wise decay: the embeddings, ViT blocks 0 .. 11, then the decoder with the residual
-    conv blocks (``training.vitmatte.layer_scale``); all trained from learning_rate."""
+    conv blocks (``training.vitmatte.layer_scale``); all trained from learning_rate. Weight
+    decay spares ``training.vitmatte.no_weight_decay``'s parameters (norms, position table)."""
     groups: dict[str, list[nn.Parameter]] = {}
     scales: dict[str, float] = {}
     for name, param in model.named_parameters():
         group, scale = layer_scale(name)
         groups.setdefault(group, []).append(param)
         scales[group] = scale
+    spared = {id(p) for p in no_weight_decay(model)}
     order = ["embeddings", *(f"block{i}" for i in range(VIT_DEPTH)), "decoder"]
     what = {"embeddings": "patch and position embeddings", "decoder": "decoder, residual blocks"}
     return tuple(
-        ParamGroup(name, tuple(groups[name]), False, what.get(name, f"ViT {name}"), scales[name])
+        ParamGroup(
+            name,
+            tuple(groups[name]),
+            what=what.get(name, f"ViT {name}"),
+            lr_scale=scales[name],
+            no_decay=tuple(p for p in groups[name] if id(p) in spared),
+        )
         for name in order
         if name in groups
     )

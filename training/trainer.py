@@ -1,13 +1,15 @@
 """The DDP trainer: one process, or one per device under ``torchrun`` (NCCL on GPU, gloo on CPU).
 
 ``train(cfg, options)`` streams the shards (``training.data``), trains with the reference recipe
-(Adam with the pretrained backbone at ``learning_rate / backbone_lr_mult``, MultiStepLR over
-epochs), building the model through its family's registry entry (``training.families``), and
-writes to ``RUN_DIR``:
+(Adam or AdamW with the pretrained backbone at ``learning_rate / backbone_lr_mult``, and the
+learning rate of ``lr_factor``: a linear warmup, then steps down at epoch milestones),
+building the model through its family's registry entry (``training.families``), and writes
+to ``RUN_DIR``:
 
 - ``checkpoints/last.pt`` every epoch and every ``checkpoint_every`` steps (atomic: a temp file,
-  then a rename), holding model, optimizer, scheduler, epoch, step, resolved config and RNG
-  states; ``checkpoints/best.pt`` by validation Grad when validation is on;
+  then a rename), holding model, optimizer, epoch, step, resolved config and RNG states (the
+  learning rate is a function of the step and the config, so there is no scheduler state);
+  ``checkpoints/best.pt`` by validation Grad when validation is on;
 - ``train.jsonl``: every ``log_every`` steps the loss terms, learning rates, ms per step, ms
   waiting for data and samples/s; a ``validation`` record per epoch; a ``resume`` record when a
   run continues; a ``skipped`` record per sample replaced under ``train.corrupt=skip``;
@@ -25,6 +27,7 @@ and loader workers that gives the same G.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -39,7 +42,7 @@ import torch.distributed as dist
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
-from configs import Config
+from configs import Config, TrainConfig
 from shards.atomic import atomic_write_bytes
 from shards.reader import resolve_shards, shard_samples
 from training.checkpoint import load_checkpoint, load_for_inference, save_checkpoint
@@ -108,26 +111,48 @@ class TrainProgress:
         """Training ended or failed."""
 
 
-def _optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Adam:
-    """Adam over the family's parameter groups: a backbone at lr / backbone_lr_mult, others at
-    lr, each times its ``lr_scale``.
+NO_DECAY = ".no_decay"  # the suffix of the optimizer group of a group's ``no_decay`` parameters
+
+
+def _optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """Adam or AdamW (``train.optimizer``) over the family's parameter groups: a backbone at
+    lr / backbone_lr_mult, others at lr, each times its ``lr_scale``; a group's ``no_decay``
+    parameters form a group of their own, ``<name>.no_decay``, without weight decay.
 
     For IndexNet: ``encoder`` (layer0 .. layer7) then ``decoder``, as the reference recipe has it.
+    The learning rates set here are the base ones that ``lr_factor`` scales at every step.
     """
     t = cfg.train
-    groups = [
-        {
-            "name": group.name,
-            # lr / mult, not lr * (1 / mult): exactly the float the recipe has always used
-            "lr": (t.learning_rate / t.backbone_lr_mult if group.backbone else t.learning_rate)
-            * group.lr_scale,
-            "params": list(group.params),
-        }
-        for group in parameter_groups(model)
-    ]
-    return torch.optim.Adam(
-        groups, betas=tuple(t.adam_betas), eps=t.adam_eps, weight_decay=t.weight_decay
-    )
+    groups = []
+    for group in parameter_groups(model):
+        # lr / mult, not lr * (1 / mult): exactly the float the recipe has always used
+        lr = t.learning_rate / t.backbone_lr_mult if group.backbone else t.learning_rate
+        spared = {id(p) for p in group.no_decay}
+        for name, params, decay in (
+            (group.name, [p for p in group.params if id(p) not in spared], t.weight_decay),
+            (group.name + NO_DECAY, [p for p in group.params if id(p) in spared], 0.0),
+        ):
+            if params:
+                rate = lr * group.lr_scale
+                groups.append({"name": name, "lr": rate, "params": params, "weight_decay": decay})
+    kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[t.optimizer]
+    return kind(groups, betas=tuple(t.adam_betas), eps=t.adam_eps, weight_decay=t.weight_decay)
+
+
+def lr_factor(t: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The multiplier of every group's base learning rate at optimiser step ``step`` (0-based).
+
+    From milestone ``k`` (an epoch) on it is ``lr_factors[k]`` (or ``lr_decay ** (k + 1)`` when
+    ``lr_factors`` is empty), and during the first ``warmup_iters`` steps it is further scaled by
+    ``warmup_factor * (1 - a) + a``, ``a = step / warmup_iters`` (detectron2's linear warmup, as
+    the official ViTMatte recipe has it). The epoch of a step is ``step // steps_per_epoch``.
+    """
+    passed = bisect.bisect_right(t.milestones, step // steps_per_epoch)
+    factor = (t.lr_factors[passed - 1] if t.lr_factors else t.lr_decay**passed) if passed else 1.0
+    if step < t.warmup_iters:
+        a = step / t.warmup_iters
+        factor *= t.warmup_factor * (1 - a) + a
+    return factor
 
 
 def _learning_rates(
@@ -137,9 +162,11 @@ def _learning_rates(
 
     For IndexNet: ``lr`` (the decoder's) and ``lr_encoder``.
     """
-    pairs = list(zip(optimizer.param_groups, groups, strict=True))
-    full = next((rates for rates, g in pairs if not g.backbone and g.lr_scale == 1), pairs[0][0])
-    return {"lr": full["lr"]} | {f"lr_{g.name}": rates["lr"] for rates, g in pairs if g.backbone}
+    rates = {}
+    for group in optimizer.param_groups:  # a group's own rate, else its no_decay part's
+        rates.setdefault(group["name"].removesuffix(NO_DECAY), group["lr"])
+    full = next((g for g in groups if not g.backbone and g.lr_scale == 1), groups[0])
+    return {"lr": rates[full.name]} | {f"lr_{g.name}": rates[g.name] for g in groups if g.backbone}
 
 
 def _changed(saved: dict, current: dict) -> list[str]:
@@ -263,9 +290,7 @@ class _Run:
         self.model = model
         self.optimizer = _optimizer(model, cfg)
         self.groups = parameter_groups(model)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, list(t.milestones), t.lr_decay
-        )
+        self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.summary = TrainSummary(world_size=self.world)
         self.step = 0
         self.saved_step = -1
@@ -303,14 +328,13 @@ class _Run:
         if changed and self.rank == 0:
             print(
                 f"warning: resuming {last} with a config that differs from its own in "
-                f"{', '.join(changed)}; the optimizer and learning-rate schedule continue "
-                "as saved",
+                f"{', '.join(changed)}; the optimizer state continues as saved, and the "
+                "learning rate follows this config's schedule",
                 file=sys.stderr,
                 flush=True,
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         self.step = self.saved_step = int(state["step"])
         self.summary.best_grad = state.get("best_grad")
@@ -336,7 +360,6 @@ class _Run:
             self.model,
             self.cfg,
             optimizer=self.optimizer.state_dict(),
-            scheduler=self.scheduler.state_dict(),
             epoch=self.step // self.per_epoch,
             step=self.step,
             step_in_epoch=self.step % self.per_epoch,
@@ -401,6 +424,9 @@ class _Run:
             )
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        factor = lr_factor(t, self.step, self.per_epoch)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * factor
         self.optimizer.step()
         return {name: float(value.detach()) for name, value in terms.items()}
 
@@ -449,7 +475,6 @@ class _Run:
             tick = time.perf_counter()
         del loader  # ends this epoch's loader workers
         if in_epoch == self.per_epoch:
-            self.scheduler.step()
             self.summary.epochs = epoch + 1
             if t.validate and ((epoch + 1) % t.validate_every == 0 or epoch + 1 == t.epochs):
                 self._validate(epoch)

@@ -14,7 +14,8 @@ decoder. ``model.size`` picks ViTMatte-S (384 wide, 6 heads; 25.8M parameters) o
   exact 0/128/255 trimaps the only difference from its test-time /255 is 0.5 against 0.502);
 - ``layer_scale`` (the family's parameter groups): layer-wise learning-rate decay 0.65:
   block i at 0.65^(12 - i), the patch and position embeddings at 0.65^13, the residual conv
-  blocks (inside the blocks) and the decoder at 1;
+  blocks (inside the blocks) and the decoder at 1; and ``no_weight_decay``, what the
+  recipe's weight decay spares;
 - inference pads to a multiple of 32 (``pad_multiple``), as the official code does.
 """
 
@@ -131,6 +132,18 @@ def layer_scale(name: str) -> tuple[str, float]:
         block = int(match[1])
         return f"block{block}", LAYER_DECAY ** (DEPTH - block)
     return "decoder", 1.0  # the decoder and the residual conv blocks
+
+
+def no_weight_decay(model: VitMatte) -> list[nn.Parameter]:
+    """The parameters the official recipe trains without weight decay: those of
+    ``nn.LayerNorm`` and BatchNorm modules (detectron2's norm types: the ViT blocks' norms
+    and the decoder's BN) and the absolute position embeddings. The channels-first LayerNorms
+    of the residual conv blocks (transformers' ``VitDetLayerNorm``, detectron2's own
+    ``LayerNorm`` in the official code) are not of those types and are decayed, as there; so
+    are the relative position tables."""
+    norms = (nn.LayerNorm, nn.modules.batchnorm._BatchNorm)
+    spared = [p for m in model.modules() if isinstance(m, norms) for p in m.parameters(False)]
+    return spared + [model.net.backbone.embeddings.position_embeddings]
 
 
 def _square_rel_pos(q_size, k_size, rel_pos: torch.Tensor, original):
