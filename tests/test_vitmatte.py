@@ -220,3 +220,94 @@ def test_exportable_relative_positions_equal_transformers_lookup():
             _square_rel_pos(size, size, table, get_rel_pos), get_rel_pos(size, size, table)
         )
     assert torch.equal(_square_rel_pos(4, 8, table, get_rel_pos), get_rel_pos(4, 8, table))
+
+
+def _dino_state(width: int = 384, depth: int = 12, seed: int = 5) -> dict[str, torch.Tensor]:
+    """A ViT/16 state dict in DINO's (timm's) names and shapes, as dino_deitsmall16_pretrain.pth
+    holds it: 3-channel patch embedding, class token, 197 positions, final norm."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g)
+
+    state = {
+        "cls_token": r(1, 1, width),
+        "pos_embed": r(1, 197, width),
+        "patch_embed.proj.weight": r(width, 3, 16, 16),
+        "patch_embed.proj.bias": r(width),
+        "norm.weight": r(width),
+        "norm.bias": r(width),
+    }
+    for i in range(depth):
+        b = f"blocks.{i}."
+        state |= {
+            b + "norm1.weight": r(width), b + "norm1.bias": r(width),
+            b + "attn.qkv.weight": r(3 * width, width), b + "attn.qkv.bias": r(3 * width),
+            b + "attn.proj.weight": r(width, width), b + "attn.proj.bias": r(width),
+            b + "norm2.weight": r(width), b + "norm2.bias": r(width),
+            b + "mlp.fc1.weight": r(4 * width, width), b + "mlp.fc1.bias": r(4 * width),
+            b + "mlp.fc2.weight": r(width, 4 * width), b + "mlp.fc2.bias": r(width),
+        }  # fmt: skip
+    return state
+
+
+def test_backbone_loads_dino_vit_s_as_the_official_recipe_does(tmp_path):
+    """Every DINO tensor lands in transformers' ViT under its name; the patch embedding gains a
+    zero trimap channel; class token and final norm are ignored; the relative position tables
+    start at zero, the residual blocks and the decoder keep their initialisation."""
+    dino = _dino_state()
+    path = tmp_path / "dino_deitsmall16_pretrain.pth"
+    torch.save(dino, path)
+    torch.manual_seed(0)
+    fresh = build_model(VITMATTE_S).net.state_dict()
+    torch.manual_seed(0)
+    model = build_model(VITMATTE_S, path)
+    report = model.backbone_report
+    own = model.net.state_dict()
+    vit = "backbone.encoder.layer."
+    assert torch.equal(own["backbone.embeddings.position_embeddings"], dino["pos_embed"])
+    patch = own["backbone.embeddings.projection.weight"]
+    assert torch.equal(patch[:, :3], dino["patch_embed.proj.weight"])
+    assert not patch[:, 3].any()
+    assert torch.equal(own[vit + "7.attention.qkv.bias"], dino["blocks.7.attn.qkv.bias"])
+    assert torch.equal(own[vit + "11.mlp.fc2.weight"], dino["blocks.11.mlp.fc2.weight"])
+    assert (
+        not own[vit + "2.attention.rel_pos_h"].any() and fresh[vit + "2.attention.rel_pos_h"].any()
+    )
+    kept = [k for k in own if ".residual." in k or k.startswith("decoder.")]
+    assert kept and all(torch.equal(own[k], fresh[k]) for k in kept)
+    assert report.loaded == len(dino) - 3 == 1 + 2 + 12 * 12
+    assert set(report.ignored) == {"cls_token", "norm.weight", "norm.bias"}
+    assert "trimap" in report.summary() and "start at zero" in report.summary()
+
+    # the same through DINO's training checkpoint layout, and through the CLI's report
+    wrapped = tmp_path / "checkpoint.pth"
+    torch.save({"teacher": {f"module.backbone.{k}": v for k, v in dino.items()}}, wrapped)
+    result = CliRunner().invoke(
+        app, ["model", "summary", "--set", "model.family=vitmatte", "--backbone", str(wrapped)]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"{wrapped}: ViT (timm/DINO names), 147 tensors loaded" in result.output
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        (_dino_state(width=768, depth=1), r"wrong shape .*pos_embed \[1, 197, 768\]"),
+        ({"features.0.0.weight": torch.zeros(32, 3, 3, 3)}, r"unexpected \(1\): features\.0\.0"),
+        (
+            {k: v for k, v in _dino_state().items() if not k.startswith("blocks.11.")},
+            r"missing \(12\): encoder\.layer\.11\.",
+        ),
+    ],
+    ids=["vit-b-into-s", "mobilenet", "a-block-short"],
+)
+def test_backbone_refuses_what_does_not_fit_and_leaves_the_model(tmp_path, state, message):
+    path = tmp_path / "backbone.pth"
+    torch.save(state, path)
+    model = build_model(VITMATTE_S)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=message) as info:
+        get_family("vitmatte").load_backbone(model, torch.load(path), str(path))
+    assert str(path) in str(info.value) and "ViT/16 of width 384" in str(info.value)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

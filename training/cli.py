@@ -100,7 +100,8 @@ def summary(
     backbone: Path | None = typer.Option(
         None,
         "--backbone",
-        help="ImageNet MobileNetV2 weights (torchvision or official layout) to try loading.",
+        help="Pretrained backbone weights to try loading: IndexNet, an ImageNet MobileNetV2 "
+        "(torchvision or official layout); ViTMatte, a ViT/16 (timm or DINO names).",
     ),
 ) -> None:
     """Print the variant, parameter counts and state-dict size of a model.
@@ -244,7 +245,10 @@ def train_command(
         help="Override one value: section.key=value, or key=value for train.key (repeatable).",
     ),
     backbone: Path | None = typer.Option(
-        None, "--backbone", help="ImageNet MobileNetV2 weights (torchvision or official layout)."
+        None,
+        "--backbone",
+        help="Pretrained backbone: IndexNet, an ImageNet MobileNetV2 (torchvision or official "
+        "layout); ViTMatte, a ViT/16 such as DINO's dino_deitsmall16_pretrain.pth.",
     ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue from RUN_DIR/checkpoints/last.pt at its step."

@@ -36,6 +36,7 @@ from training.vitmatte import (
     exportable,
     import_hf,
     layer_scale,
+    load_vit_backbone,
     no_weight_decay,
 )
 from training.vitmatte import make_input as vitmatte_input
@@ -167,6 +168,7 @@ VITMATTE = ModelFamily(
     describe=VitMatte.describe,
     loss=_vitmatte_loss,
     import_folder=import_hf,
+    load_backbone=load_vit_backbone,
     exportable=exportable,
 )
 
@@ -272,7 +274,9 @@ def load_backbone(model: nn.Module, path: str | Path) -> LoadReport:
     """Initialise the backbone of ``model`` from pretrained (ImageNet) weights in ``path``.
 
     For IndexNet: MobileNetV2 in torchvision's, the official release's or our encoder's layout
-    (``training.indexnet_weights.load_mobilenet_v2``).
+    (``training.indexnet_weights.load_mobilenet_v2``). For ViTMatte: a ViT/16 in timm, DINO or
+    detectron2 names, e.g. DINO's ``dino_deitsmall16_pretrain.pth``
+    (``training.vitmatte.load_vit_backbone``).
 
     Returns:
         What was loaded, ignored and adapted.

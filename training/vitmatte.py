@@ -32,7 +32,7 @@ from torch import nn
 
 from configs import ModelConfig
 from training.normalise import IMAGENET_MEAN, IMAGENET_STD
-from training.weights import load_strict
+from training.weights import LoadReport, load_strict, mismatch, state_dict_of
 
 EXTRA_HINT = 'ViTMatte needs transformers: pip install -e ".[vitmatte]"'
 SIZES = {  # ViT width and heads; the decoder is the same for both
@@ -144,6 +144,100 @@ def no_weight_decay(model: VitMatte) -> list[nn.Parameter]:
     norms = (nn.LayerNorm, nn.modules.batchnorm._BatchNorm)
     spared = [p for m in model.modules() if isinstance(m, norms) for p in m.parameters(False)]
     return spared + [model.net.backbone.embeddings.position_embeddings]
+
+
+# A ViT's own names (timm, DINO, detectron2's ViTDet: the official ViTMatte) -> transformers'
+_VIT_NAMES = (
+    (re.compile(r"patch_embed\.proj\.(weight|bias)$"), r"embeddings.projection.\1"),
+    (re.compile(r"pos_embed$"), "embeddings.position_embeddings"),
+    (re.compile(r"blocks\.(\d+)\.attn\.(.+)$"), r"encoder.layer.\1.attention.\2"),
+    (re.compile(r"blocks\.(\d+)\.(.+)$"), r"encoder.layer.\1.\2"),
+)
+# what a classification ViT has and ViTMatte does not: the class token, final norm and heads
+_VIT_UNUSED = re.compile(r"(cls_token|dist_token|mask_token|(norm|fc_norm|head|head_dist)\..+)$")
+_PATCH = "embeddings.projection.weight"
+_PREFIXES = ("module.", "backbone.", "encoder.")  # DDP, DINO's wrapper, MAE/iBOT-style wrappers
+
+
+def _vit_name(key: str) -> str | None:
+    for pattern, name in _VIT_NAMES:
+        if pattern.match(key):
+            return pattern.sub(name, key)
+    return None
+
+
+def load_vit_backbone(model: VitMatte, raw, source: str) -> LoadReport:
+    """Initialise ViTMatte's ViT from pretrained ViT weights, as the official recipe does with
+    DINO ViT-S/16 (``dino_deitsmall16_pretrain.pth``; ViT-B/16 for ViTMatte-B).
+
+    Accepted: a timm / DINO / detectron2 ViT state dict (``patch_embed.proj``, ``pos_embed``,
+    ``blocks.N.attn.qkv`` ...), bare or inside ``state_dict``, ``model`` or a DINO training
+    checkpoint's ``teacher``, with ``module.`` / ``backbone.`` prefixes dropped. As the
+    official code loads it (non-strictly): a 3-channel patch embedding fills the RGB inputs
+    and the 4th (trimap) input starts at zero; the class token, final norm and any head are
+    ignored; what a classification ViT lacks (the relative position tables and the residual
+    conv blocks) is not in the file: the relative position tables then start at zero (the
+    official ViTDet's initialisation; transformers' random one is not zero), the residual
+    blocks and the decoder keep their initialisation. Everything else must be there.
+
+    Raises:
+        ValueError: no state dict, tensors it cannot place, of the wrong shape (e.g. a ViT-B
+            file for ViTMatte-S) or ViT tensors the file lacks (all listed); the model is then
+            left unchanged.
+    """
+    for wrapper in ("teacher", "model"):  # DINO's training checkpoint (the teacher is the one
+        if isinstance(raw, dict) and isinstance(raw.get(wrapper), dict):  # evaluated); MAE's
+            raw = raw[wrapper]
+            break
+    state = state_dict_of(raw, source)
+    own = model.net.backbone.state_dict()
+    placed: dict[str, torch.Tensor] = {}
+    ignored, unplaced, misshaped, notes = [], [], [], []
+    for key, tensor in state.items():
+        bare = key
+        while bare.startswith(_PREFIXES):
+            bare = bare.split(".", 1)[1]
+        if _VIT_UNUSED.match(bare):
+            ignored.append(key)
+            continue
+        name = _vit_name(bare)
+        if name is None or name not in own:
+            unplaced.append(key)
+            continue
+        target = own[name]
+        if name == _PATCH and tensor.shape == (target.shape[0], 3, *target.shape[2:]):
+            tensor = torch.cat([tensor, torch.zeros_like(tensor[:, :1])], dim=1)
+            notes.append(f"{name}: RGB weights from {key}; the 4th (trimap) input starts at zero")
+        if tensor.shape != target.shape:
+            misshaped.append(f"{key} {list(tensor.shape)} (model {name}: {list(target.shape)})")
+        placed[name] = tensor
+    rel_pos = [k for k in own if k.endswith((".rel_pos_h", ".rel_pos_w"))]
+    absent = [k for k in own if k not in placed]
+    missing = [
+        k for k in absent if not k.endswith((".rel_pos_h", ".rel_pos_w")) and ".residual." not in k
+    ]
+    if unplaced or misshaped or missing:
+        width = SIZES[model.cfg.size]["hidden_size"]
+        raise mismatch(
+            source, missing, unplaced, misshaped,
+            f"ViTMatte-{model.cfg.size[0].upper()} takes a ViT/16 of width {width} "
+            "(timm, DINO or detectron2 names)",
+        )  # fmt: skip
+    with torch.no_grad():
+        for name, tensor in placed.items():
+            own[name].copy_(tensor)
+        for name in rel_pos:
+            if name not in placed:
+                own[name].zero_()
+    zeroed = [k for k in rel_pos if k not in placed]
+    if zeroed:
+        notes.append(f"{len(zeroed)} relative position tables not in the file: they start at zero")
+    kept = [k for k in absent if ".residual." in k]
+    if kept:
+        notes.append(
+            f"{len(kept)} residual conv block tensors not in the file: left as initialised"
+        )
+    return LoadReport(source, "ViT (timm/DINO names)", len(placed), tuple(ignored), tuple(notes))
 
 
 def _square_rel_pos(q_size, k_size, rel_pos: torch.Tensor, original):
