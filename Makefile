@@ -57,7 +57,8 @@ bench: install
 
 # The packages a CUDA machine with PyTorch may lack, as Python 3.12 wheels in .whl/ (git-ignored),
 # for benchmarks/gpu.sh, which installs them first (the device README's way of carrying them).
-GPU_WHEELS := webdataset braceexpand dask distributed tornado zict tblib partd locket isal
+GPU_WHEELS := webdataset braceexpand dask distributed tornado zict tblib partd locket isal \
+	transformers huggingface_hub tokenizers safetensors regex hf-xet httpx2 tqdm pyyaml fsspec
 gpu-wheels: install
 	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
 		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \

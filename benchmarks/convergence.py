@@ -1,4 +1,4 @@
-"""It learns: train IndexNet from scratch on the sample data on the CPU, score the validation split.
+"""It learns: train a model from scratch on the sample data on the CPU, score the validation split.
 
 In one run: make sample data (``--foregrounds``, seeded), build shards on a 2-worker Dask
 cluster (``--bgs-per-train-fg`` train and ``--bgs-per-val-fg`` validation composites per
@@ -9,11 +9,21 @@ epoch) against a trivial baseline that predicts alpha 0.5 in the unknown region 
 trimap's 0 and 1 elsewhere). Prints one JSON object: the settings, the loss curve (first and
 last logged losses, per-epoch validation), the final metrics, the baseline's, and their ratios.
 
-From scratch means no ImageNet backbone; so the encoder learns at the full rate
-(``backbone_lr_mult`` 1) and its BatchNorm statistics update (``freeze_encoder_bn`` false): the
-reference's lower encoder rate and frozen statistics assume pretrained weights.
+``--family indexnet`` (default) trains configs/default.yaml's IndexNet; from scratch means no
+ImageNet backbone, so the encoder learns at the full rate (``backbone_lr_mult`` 1) and its
+BatchNorm statistics update (``freeze_encoder_bn`` false): the reference's lower encoder rate
+and frozen statistics assume pretrained weights. ``--family vitmatte`` trains ViTMatte-S with
+configs/vitmatte.yaml's recipe (AdamW, weight decay 0.1, layer-wise decay 0.65, its loss), its
+warmup shortened to 5% of the steps, without DINO weights. Both take ``--learning-rate`` and the
+same single x0.1 step (``--decay-at``), so that two runs differ only in the family.
 
-    python benchmarks/convergence.py [--steps 800] [--input-size 64]     # about 8 minutes
+``--time-budget-s S`` stops at the first 25-step boundary at which S seconds of training
+(the trainer's own time per chunk, its start-up included) are spent, if that comes before
+``--steps``: the run goes in chunks of 25 steps, each resuming from the last (resume is
+exact: the same batches and state as one run), so two families can be compared at the same
+wall-clock budget.
+
+    python benchmarks/convergence.py [--family vitmatte] [--steps 800] [--time-budget-s 300]
 """
 
 from __future__ import annotations
@@ -64,6 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    parser.add_argument("--family", choices=["indexnet", "vitmatte"], default="indexnet")
+    parser.add_argument("--time-budget-s", type=float, default=None, help="training seconds")
     parser.add_argument("--foregrounds", type=int, default=12)
     parser.add_argument("--val-count", type=int, default=3, help="validation foregrounds")
     parser.add_argument("--bgs-per-train-fg", type=int, default=24)
@@ -118,30 +130,48 @@ def main(argv: list[str] | None = None) -> dict:
         per_epoch = (built.written - args.val_count * args.bgs_per_val_fg) // args.batch_size
         epochs = -(-args.steps // per_epoch)
         milestone = max(1, round(args.decay_at * epochs))  # anneal once, late in the run
+        recipe = ROOT / "configs" / "vitmatte.yaml" if args.family == "vitmatte" else None
+        family_sets = (
+            [f"train.warmup_iters={max(1, args.steps // 20)}"]
+            if args.family == "vitmatte"
+            else ["train.backbone_lr_mult=1", "train.freeze_encoder_bn=false"]
+        )
         cfg = load_config(
-            overrides=[
+            recipe,
+            [
+                *family_sets,
                 f"train.seed={args.seed}",
                 f"train.batch_size={args.batch_size}",
                 f"train.input_size={args.input_size}",
                 f"train.crop_sizes={args.crop_sizes}",
                 f"train.learning_rate={args.learning_rate}",
-                "train.backbone_lr_mult=1",
-                "train.freeze_encoder_bn=false",
+                "train.lr_factors=[]",
                 "train.log_every=10",
                 "train.checkpoint_every=0",
                 f"train.milestones=[{milestone}]",
                 f"train.epochs={epochs}",
                 "train.shuffle_window=16",
                 f"train.validate_every={args.validate_every}",
-            ]
+            ],
         )
         run = root / "run"
         shutil.rmtree(run, ignore_errors=True)  # a kept folder's earlier run
         log(f"training {args.steps} steps at {args.input_size}x{args.input_size}")
-        summary = train(
-            cfg,
-            RunOptions(str(shards), run, max_steps=args.steps, loader_workers=args.loader_workers),
-        )
+        chunk = args.steps if args.time_budget_s is None else 25
+        spent, summary = 0.0, None
+        while summary is None or summary.step < args.steps:
+            target = min(args.steps, (summary.step if summary else 0) + chunk)
+            options = RunOptions(
+                str(shards),
+                run,
+                resume=summary is not None,
+                max_steps=target,
+                loader_workers=args.loader_workers,
+            )
+            summary = train(cfg, options)
+            spent += summary.seconds
+            if args.time_budget_s is not None and spent >= args.time_budget_s:
+                break
         records = [json.loads(line) for line in (run / "train.jsonl").read_text().splitlines()]
         losses = [r for r in records if "loss" in r]
         log("scoring the validation split")
@@ -159,18 +189,20 @@ def main(argv: list[str] | None = None) -> dict:
             "foregrounds": args.foregrounds,
             "validation_foregrounds": args.val_count,
         },
+        "family": args.family,
         "train": {
             "steps": summary.step,
+            "time_budget_s": args.time_budget_s,
             "epochs": summary.epochs,
             "batch": args.batch_size,
             "input_size": args.input_size,
             "crop_sizes": json.loads(args.crop_sizes),
             "learning_rate": args.learning_rate,
             "lr_x0.1_at_epoch": milestone,
-            "backbone_lr_mult": 1,
-            "freeze_encoder_bn": False,
-            "seconds": round(summary.seconds, 1),
-            "ms_per_step": round(1000 * summary.seconds / max(summary.step, 1), 1),
+            "optimizer": cfg.train.optimizer,
+            "weight_decay": cfg.train.weight_decay,
+            "seconds": round(spent, 1),
+            "ms_per_step": round(1000 * spent / max(summary.step, 1), 1),
         },
         "loss": {
             "first": losses[0]["loss"],

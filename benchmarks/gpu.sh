@@ -10,14 +10,15 @@
 #    process; the processes a GPU at a 50 ms step of 16 needs);
 # 3. a 1-rank torchrun training run of 50 steps (bf16, channels_last) streaming the shards
 #    over HTTP from a server on 127.0.0.1; the step time at batch 16 against the 50 ms goal;
-# 4. benchmarks/model.py --device cuda (eager float32 against bf16 + channels_last + compile);
+# 4. benchmarks/model.py --device cuda (eager float32 against bf16 + channels_last + compile),
+#    for IndexNet, then for ViTMatte-S (its JSON says "skipped" when transformers is missing);
 # 5. benchmarks/inference.py --device cuda (images/s at full resolution; the official release
 #    reports about 5.9 on a 2080 Ti);
 # and prints one JSON summary (also written to $OUT/gpu.json when OUT is set, with each step's
 # log beside it).
 #
 # Packages the machine lacks travel as wheels in .whl/ (`make gpu-wheels` here; carry .whl):
-# they are installed to /tmp/site first when webdataset, dask or isal is missing.
+# they are installed to /tmp/site first when webdataset, dask, isal or transformers is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +26,7 @@ MODE=gpu
 [[ "${1:-}" == "--cpu-check" ]] && MODE=cpu
 PY=${PYTHON:-python3}
 [[ -x .venv/bin/python ]] && PY=${PYTHON:-.venv/bin/python}
-if ! $PY -c "import webdataset, dask, distributed, isal" 2>/dev/null; then
+if ! $PY -c "import webdataset, dask, distributed, isal, transformers" 2>/dev/null; then
     [[ -d .whl ]] || { echo "missing packages, and no .whl/ (make gpu-wheels) to install" >&2; exit 2; }
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl
@@ -89,6 +90,9 @@ cp "$WORK/train/train.jsonl" "$LOGS/train.jsonl"
 
 echo "== benchmarks/model.py" >&2
 $PY benchmarks/model.py "${MODEL_ARGS[@]}" > "$LOGS/model.json" 2> "$LOGS/model.log"
+echo "== benchmarks/model.py --family vitmatte" >&2
+$PY benchmarks/model.py --family vitmatte "${MODEL_ARGS[@]}" > "$LOGS/model-vitmatte.json" \
+    2> "$LOGS/model-vitmatte.log"
 echo "== benchmarks/inference.py" >&2
 $PY benchmarks/inference.py "${INFER_ARGS[@]}" > "$LOGS/inference.json" 2> "$LOGS/inference.log"
 
@@ -111,6 +115,7 @@ summary = {
         "last_loss": steps[-1]["loss"],
     },
     "model": json.loads((logs / "model.json").read_text()),
+    "model_vitmatte": json.loads((logs / "model-vitmatte.json").read_text()),
     "inference": json.loads((logs / "inference.json").read_text()),
 }
 print(json.dumps(summary, indent=1))

@@ -1,20 +1,27 @@
-"""Speed of the released IndexNet: training steps at 320x320 and one full-HD forward pass.
+"""Size and speed of a model family: parameters, GFLOPs, training steps, a full-HD forward.
 
-A training step is what the trainer does per batch: ``zero_grad``, forward, ``matting_loss``
-(float32), backward, Adam step (two parameter groups, encoder BatchNorm frozen). Inputs are
-random tensors of the right shapes, made once on the device (no data loading is timed).
+``--family indexnet`` (the released IndexNet, configs/default.yaml) or ``--family vitmatte``
+(ViTMatte-S, or ``--variant base``, with configs/vitmatte.yaml's recipe; needs the [vitmatte]
+extra). A training step is what the trainer does per batch: ``zero_grad``, forward, the family's
+loss (float32), backward, the trainer's optimiser over the family's parameter groups (IndexNet:
+Adam, encoder BatchNorm frozen; ViTMatte: AdamW over 14 layer-decay groups). Inputs are random
+tensors of the right shapes, made once on the device (no data loading is timed). Forward GFLOPs
+are counted at 320x320 (IndexNet's training crop) and 512x512 (ViTMatte's).
 
-- ``--device cpu``: float32, channels_last and contiguous, at ``--batch`` (16) and at batch 2
-  (training needs B >= 2: the ASPP image-pooling branch has a BatchNorm over a 1x1 map); then
-  the forward pass for one 1080x1920 image (reflect-padded to 1088x1920, eval, no grad). The
-  first step of each case is untimed (allocation); about 15 minutes on 2 cores.
+- ``--device cpu``: IndexNet in float32, channels_last and contiguous, at ``--batch`` (16) and
+  at batch 2 (training needs B >= 2: the ASPP image-pooling branch has a BatchNorm over a 1x1
+  map); ViTMatte at batch 2 only (contiguous; ``--batch`` adds a case when it is not 16); then
+  the forward pass for one 1080x1920 image (padded to 1088x1920 as the family's inference pads,
+  eval, no grad). The first step of each case is untimed (allocation); IndexNet takes about 15
+  minutes on 2 cores.
 - ``--device cuda``: in the same run, eager float32 (NCHW, default cuDNN settings) against
   bf16 autocast + channels_last + ``torch.compile``; the same two for one 1080x1920 forward.
 
 Prints one JSON object. Target (issue 5): <= 50 ms per training step at batch 16 on one H100
 (the reference: ~516 ms on a V100).
 
-    python benchmarks/model.py [--device cpu|cuda] [--steps N] [--batch 16]
+    python benchmarks/model.py [--family indexnet|vitmatte] [--variant small|base]
+        [--device cpu|cuda] [--steps N] [--batch 16]
 """
 
 from __future__ import annotations
@@ -36,9 +43,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from machine import cpu_model  # noqa: E402 - sibling module
 
-from training.families import count_parameters  # noqa: E402
-from training.loss import matting_loss  # noqa: E402
-from training.model import IndexNet  # noqa: E402
+from configs import load_config  # noqa: E402
+from training.families import build_model, count_parameters, get_family  # noqa: E402
+from training.trainer import _optimizer  # noqa: E402 - the trainer's own groups and optimiser
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+RECIPES = {"indexnet": None, "vitmatte": CONFIGS / "vitmatte.yaml"}  # None: default.yaml
 
 FULL_HD = (1080, 1920)
 
@@ -49,6 +59,10 @@ def log(message: str) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--family", choices=sorted(RECIPES), default="indexnet")
+    parser.add_argument(
+        "--variant", default=None, help="model.size of the family (vitmatte: small or base)"
+    )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument(
         "--steps", type=int, default=None, help="timed steps per case (default: cpu 2, cuda 30)"
@@ -63,6 +77,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-full-hd", action="store_true", help="skip the 1080x1920 forward")
     return parser.parse_args(argv)
+
+
+def recipe(family: str, variant: str | None):
+    """The family's training recipe (configs/), with ``model.size`` when given."""
+    sets = [f"model.family={family}"] + ([f"model.size={variant}"] if variant else [])
+    return load_config(RECIPES[family], sets)
 
 
 def sync(device: torch.device) -> None:
@@ -124,6 +144,7 @@ def make_batch(batch: int, size: int, device: torch.device, channels_last: bool)
 
 
 def train_step_case(
+    cfg,
     device: torch.device,
     batch: int,
     size: int,
@@ -134,15 +155,12 @@ def train_step_case(
     compile_mode: str | None,
 ) -> dict:
     torch.manual_seed(0)
-    model = IndexNet().to(device).train().freeze_encoder_bn()
+    family = get_family(cfg.model.family)
+    model = build_model(cfg.model).to(device).train()
+    family.freeze_norm(model, cfg.train.freeze_encoder_bn)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(
-        [
-            {"params": list(model.encoder_parameters()), "lr": 1e-4},
-            {"params": list(model.decoder_parameters()), "lr": 1e-2},
-        ]
-    )
+    optimizer = _optimizer(model, cfg)
     forward = torch.compile(model, mode=compile_mode) if compile_mode else model
     data = make_batch(batch, size, device, channels_last)
 
@@ -150,9 +168,7 @@ def train_step_case(
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             pred = forward(data["image"])
-        loss = matting_loss(
-            pred, data["alpha"], data["fg"], data["bg"], data["merged"], data["unknown"]
-        ).total
+        loss = family.loss(pred.float(), data, cfg.loss)["loss"]
         loss.backward()
         optimizer.step()
 
@@ -177,20 +193,28 @@ def train_step_case(
 
 
 def full_hd_case(
-    device: torch.device, warmup: int, steps: int, channels_last: bool, bf16: bool, compile_mode
+    cfg,
+    device: torch.device,
+    warmup: int,
+    steps: int,
+    channels_last: bool,
+    bf16: bool,
+    compile_mode,
 ) -> dict:
     torch.manual_seed(0)
-    model = IndexNet().to(device).eval()
+    family = get_family(cfg.model.family)
+    model = build_model(cfg.model).to(device).eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     forward = torch.compile(model, mode=compile_mode) if compile_mode else model
     h, w = FULL_HD
     image = torch.randn(1, 4, h, w, device=device)
-    pad_h, pad_w = -h % 32, -w % 32
+    pad_h, pad_w = -h % family.pad_multiple, -w % family.pad_multiple
+    mode = "constant" if family.pad_mode == "zeros" else "reflect"
 
     def run() -> None:
         with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-            x = F.pad(image, (0, pad_w, 0, pad_h), mode="reflect")  # (1, 4, 1088, 1920)
+            x = F.pad(image, (0, pad_w, 0, pad_h), mode=mode)  # (1, 4, 1088, 1920)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             forward(x)[..., :h, :w].float()
@@ -215,12 +239,23 @@ def full_hd_case(
     return result
 
 
-def gflops_per_image(size: int) -> dict:
+def gflops_per_image(model: torch.nn.Module, size: int) -> dict:
     """Forward FLOPs of one size x size image (FlopCounterMode: 2 per multiply-add)."""
-    model = IndexNet().eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(torch.zeros(1, 4, size, size))
     return {f"forward_gflops_{size}": round(counter.get_total_flops() / 1e9, 2)}
+
+
+def describe(cfg) -> dict:
+    family = get_family(cfg.model.family)
+    model = build_model(cfg.model).eval()
+    flops = {k: v for size in (320, 512) for k, v in gflops_per_image(model, size).items()}
+    return {
+        "family": family.name,
+        "variant": family.describe(model),
+        "parameters": count_parameters(model),
+        **flops,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -229,6 +264,12 @@ def main(argv: list[str] | None = None) -> dict:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
     on_gpu = device.type == "cuda"
+    cfg = recipe(args.family, args.variant)
+    try:
+        model_facts = describe(cfg)
+    except ImportError as exc:  # the vitmatte extra is not installed
+        hint = "pip install 'indexnet-matting[vitmatte]'"
+        return {"family": args.family, "skipped": f"{exc}: {hint}"}
     steps = args.steps or (30 if on_gpu else 2)
     warmup = args.warmup if args.warmup is not None else (10 if on_gpu else 0)
     report: dict = {
@@ -239,44 +280,50 @@ def main(argv: list[str] | None = None) -> dict:
             "gpu": torch.cuda.get_device_name(device) if on_gpu else None,
         },
         "torch": torch.__version__,
-        "model": {"parameters": count_parameters(IndexNet()), **gflops_per_image(args.size)},
-        "step": "zero_grad + forward + matting_loss + backward + Adam step",
+        "model": model_facts,
+        "step": "zero_grad + forward + the family's loss + backward + its optimiser's step",
+        "optimizer": cfg.train.optimizer,
         "steps": steps,
         "warmup": warmup,
     }
     if not on_gpu:
-        # float32 in both memory formats: channels_last is what GPUs want, but on a CPU the
-        # depthwise convolutions of the stride-1 encoder run slower in it (BENCHMARKS.md)
-        for batch in (args.batch, 2):
-            for channels_last in (True, False):
+        # IndexNet in float32 in both memory formats: channels_last is what GPUs want, but on a
+        # CPU the depthwise convolutions of the stride-1 encoder run slower in it
+        # (BENCHMARKS.md); ViTMatte (a ViT: no depthwise convolutions) contiguous, at batch 2
+        vit = args.family == "vitmatte"
+        batches = sorted({2} | ({args.batch} if not vit or args.batch != 16 else set()))
+        formats = (False,) if vit else (True, False)
+        for batch in reversed(batches):
+            for channels_last in formats:
                 fmt = "channels_last" if channels_last else "contiguous"
                 log(f"train step: batch {batch}, {args.size}x{args.size}, float32, {fmt}")
                 report[f"train_batch{batch}_{fmt}"] = train_step_case(
-                    device, batch, args.size, warmup, steps, channels_last, False, None
+                    cfg, device, batch, args.size, warmup, steps, channels_last, False, None
                 )
         if not args.skip_full_hd:
-            for channels_last in (True, False):
+            for channels_last in formats:
                 fmt = "channels_last" if channels_last else "contiguous"
                 log(f"forward: one 1080x1920 image, {fmt}")
                 report[f"forward_full_hd_{fmt}"] = full_hd_case(
-                    device, 1, 2, channels_last, False, None
+                    cfg, device, 1, 2, channels_last, False, None
                 )
         return report
 
     torch.backends.cudnn.benchmark = True
     mode = args.compile_mode
     log(f"train step: eager float32, batch {args.batch}")
-    eager = train_step_case(device, args.batch, args.size, warmup, steps, False, False, None)
+    eager = train_step_case(cfg, device, args.batch, args.size, warmup, steps, False, False, None)
     log("train step: bf16 autocast + channels_last + torch.compile")
-    fast = train_step_case(device, args.batch, args.size, warmup, steps, True, True, mode)
+    fast = train_step_case(cfg, device, args.batch, args.size, warmup, steps, True, True, mode)
     report["train_eager_fp32"] = eager
     report["train_bf16_compiled"] = fast
     report["train_speedup"] = round(eager["ms_per_step"] / fast["ms_per_step"], 2)
-    report["train_target_50ms_met"] = fast["ms_per_step"] <= 50.0
+    if args.family == "indexnet":  # issue 5's goal is IndexNet's
+        report["train_target_50ms_met"] = fast["ms_per_step"] <= 50.0
     if not args.skip_full_hd:
         log("forward 1080x1920: eager float32, then bf16 + channels_last + compile")
-        report["forward_full_hd_eager_fp32"] = full_hd_case(device, 3, 10, False, False, None)
-        report["forward_full_hd_bf16_compiled"] = full_hd_case(device, 3, 10, True, True, mode)
+        report["forward_full_hd_eager_fp32"] = full_hd_case(cfg, device, 3, 10, False, False, None)
+        report["forward_full_hd_bf16_compiled"] = full_hd_case(cfg, device, 3, 10, True, True, mode)
     return report
 
 

@@ -133,7 +133,10 @@ class _EvalBar:
 @evaluate_app.command("run")
 def run_command(
     checkpoint: Path = typer.Option(
-        ..., "--checkpoint", help="Our checkpoint, or the official indexnet_matting.pth.tar."
+        ...,
+        "--checkpoint",
+        help="Our checkpoint (indexnet train), the official indexnet_matting.pth.tar, or a "
+        "transformers-format ViTMatte folder.",
     ),
     shards: str = typer.Option(
         ...,
@@ -236,7 +239,10 @@ def predict_command(
         metavar="TRIMAP",
     ),
     checkpoint: Path = typer.Option(
-        ..., "--checkpoint", help="Our checkpoint (indexnet train) or indexnet_matting.pth.tar."
+        ...,
+        "--checkpoint",
+        help="Our checkpoint (indexnet train), the official indexnet_matting.pth.tar, or a "
+        "transformers-format ViTMatte folder.",
     ),
     out: Path = typer.Option(
         ...,
@@ -256,7 +262,7 @@ def predict_command(
         4_000_000, "--max-pixels", help="Larger images are predicted in overlapping tiles."
     ),
 ) -> None:
-    """Predict alpha mattes for your own photos from a trained IndexNet.
+    """Predict alpha mattes for your own photos with a trained model (any family).
 
     Single mode: indexnet predict --checkpoint CKPT IMAGE TRIMAP -o ALPHA.png. Folder mode:
     indexnet predict --checkpoint CKPT --images DIR --trimaps DIR --out DIR writes
@@ -340,7 +346,10 @@ class ExportFormat(str, Enum):
 
 def export_command(
     checkpoint: Path = typer.Option(
-        ..., "--checkpoint", help="Our checkpoint (indexnet train) or indexnet_matting.pth.tar."
+        ...,
+        "--checkpoint",
+        help="Our checkpoint (indexnet train), the official indexnet_matting.pth.tar, or a "
+        "transformers-format ViTMatte folder.",
     ),
     fmt: ExportFormat = typer.Option(
         ..., "--format", help="onnx (needs the [onnx] extra) or torchscript.", show_choices=True
@@ -353,15 +362,16 @@ def export_command(
         None, "--width", help="Width the graph is traced at (x32, >= 64) [default: 96]."
     ),
 ) -> None:
-    """Export a trained IndexNet to one ONNX or TorchScript file, checked against PyTorch.
+    """Export a trained model (any family) to one ONNX or TorchScript file, checked against PyTorch.
 
     The file takes a (1, 4, H, W) float32 input (ONNX: named `input`; TorchScript: any batch):
-    ImageNet-normalised RGB and trimap / 255, with H and W any multiples of 32; it returns the
-    raw (1, 1, H, W) alpha (clip to [0, 1]). The graph is traced at --height x --width, then the
-    written file is run at that size and at 96x160 and 160x96 on seeded random inputs and
-    compared with eager PyTorch: the largest absolute difference is printed and must be at most
-    1e-4. ONNX is run with onnxruntime when installed (pip install "indexnet-matting[onnx]"),
-    else only checked with onnx.checker.
+    ImageNet-normalised RGB and the trimap (IndexNet: trimap / 255; ViTMatte: 0, 0.5, 1), with
+    H and W any multiples of 32 (pad IndexNet's by reflection, ViTMatte's with zeros); it
+    returns the raw (1, 1, H, W) alpha (clip to [0, 1]). The graph is traced at --height x
+    --width, then the written file is run at that size and at 96x160 and 160x96 on seeded
+    random inputs and compared with eager PyTorch: the largest absolute difference is printed
+    and must be at most 1e-4. ONNX is run with onnxruntime when installed (pip install
+    "indexnet-matting[onnx]"), else only checked with onnx.checker.
 
     Exit code 2: bad options, checkpoint or output folder, or the ONNX packages missing; 1: the
     export does not match PyTorch. Either way nothing is written (OUT.tmp, then rename).

@@ -222,7 +222,8 @@ def test_a_new_family_is_summarised_trained_and_exported(toy, tmp_path):
     result = CliRunner().invoke(app, ["model", "summary", "--checkpoint", str(path)])
     assert result.exit_code == 0, result.output
     assert (
-        "variant:     toy 2-conv" in result.output and "  all:       185 (2 convs)" in result.output
+        "variant:     toy 2-conv" in result.output
+        and "  all:         185 (2 convs)" in result.output
     )
     assert "input:       (B, 2, H, W), H and W multiples of 2" in result.output
 

@@ -459,6 +459,27 @@ def test_ddp_two_ranks_stream_uneven_shards_over_http_and_resume(shard_set, tmp_
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 10
 
 
+def test_ddp_trains_the_second_family_on_two_ranks(shard_set, tmp_path):
+    """ViTMatte-S through the same DDP path (2 gloo ranks): its layer-decay groups, AdamW and
+    loss, a validation reduced over the ranks, and one checkpoint that loads as ViTMatte."""
+    pytest.importorskip("transformers")
+    run = tmp_path / "run"
+    sets = ["model.family=vitmatte", "train.optimizer=adamw", "train.input_size=64",
+            "train.crop_sizes=[64]", "train.small_image_min_side=100"]  # fmt: skip
+    extra = [x for s in sets for x in ("--set", s)]
+    done = _run(
+        _torchrun(*_ddp_args(str(shard_set), run, 2, "--loader-workers", "0", *extra)), tmp_path
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "on 2 rank(s)" in done.stdout
+    records = [r for r in _records(run) if "loss" in r]
+    assert [r["step"] for r in records] == [1, 2] and "loss_laplacian" in records[-1]
+    assert records[-1]["lr"] == load_config().train.learning_rate  # the decoder's, x1
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 2 and ckpt["family"] == "vitmatte"
+    assert load_model(run / "checkpoints" / "last.pt").cfg.family == "vitmatte"
+
+
 def _rank_pids(agent: int) -> list[int]:
     pids = []
     for child in psutil.Process(agent).children(recursive=True):

@@ -16,13 +16,13 @@ from configs.cli import ConfigOption, SetOption, fail, group
 
 model_app = group(
     "model",
-    "IndexNet weights: import the official release's checkpoint, describe a variant.",
+    "Model weights: import released checkpoints (IndexNet, ViTMatte), describe a variant.",
 )
 
 
 @model_app.callback()
 def _group() -> None:
-    """IndexNet weights: import the official release's checkpoint, describe a variant."""
+    """Model weights: import released checkpoints (IndexNet, ViTMatte), describe a variant."""
 
 
 @model_app.command("import-hf")
@@ -126,9 +126,13 @@ def summary(
         raise fail(exc) from None
     typer.echo(f"variant:     {family.describe(model)}")
     typer.echo(f"parameters:  {count_parameters(model):,}")
-    for part in groups:  # IndexNet: encoder, decoder
+    width = max(len(part.name) for part in groups) + 2
+    for part in groups:  # IndexNet: encoder, decoder; ViTMatte: embeddings, block0..11, decoder
         size = sum(p.numel() for p in part.params)
-        typer.echo(f"  {part.name + ':':<11}{size:,}" + (f" ({part.what})" if part.what else ""))
+        scale = "" if part.lr_scale == 1 else f", lr x{part.lr_scale:.3g}"
+        pretrained = ", lr / backbone_lr_mult" if part.backbone else ""
+        what = f" ({part.what}{scale}{pretrained})" if part.what or scale or pretrained else ""
+        typer.echo(f"  {part.name + ':':<{width}}{size:>11,}{what}")
     typer.echo(f"state_dict:  {len(model.state_dict())} entries")
     typer.echo(
         f"input:       (B, {family.in_channels}, H, W), H and W multiples of {family.stride(cfg)}"
@@ -289,7 +293,8 @@ def train_command(
         "train.target_step_ms needs; write RUN_DIR/data_only.json.",
     ),
 ) -> None:
-    """Train IndexNet on a shard set with the reference recipe (configs/default.yaml).
+    """Train a matting model on a shard set: IndexNet with the reference recipe
+    (configs/default.yaml), or ViTMatte (--config configs/vitmatte.yaml).
 
     Run it directly for one process, or under torchrun for DDP (NCCL on GPUs, gloo on CPUs):
     torchrun --nproc-per-node 8 -m training --shards ... --out ... (or the path of the

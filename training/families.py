@@ -87,6 +87,8 @@ class ModelFamily:
     import_folder: Callable[[Path], nn.Module] | None = None
     # a context in which the family's networks export (e.g. a library function made traceable)
     exportable: Callable[[], AbstractContextManager] = nullcontext
+    # how inference pads the input planes bottom/right: "reflect" or "zeros" (after make_input)
+    pad_mode: str = "reflect"
 
 
 def _indexnet_loss(pred: torch.Tensor, batch: dict[str, torch.Tensor], cfg) -> dict:
@@ -170,6 +172,7 @@ VITMATTE = ModelFamily(
     import_folder=import_hf,
     load_backbone=load_vit_backbone,
     exportable=exportable,
+    pad_mode="zeros",  # the official code zero-pads the normalised input, then crops back
 )
 
 FAMILIES: dict[str, ModelFamily] = {INDEXNET.name: INDEXNET, VITMATTE.name: VITMATTE}

@@ -1,9 +1,10 @@
 """Full-resolution alpha prediction with a trained network (validation, evaluation, predict).
 
 The model's family (``training.families``) makes its input from the image and trimap and says
-what its sides must be multiples of (32 for IndexNet): the input is reflect-padded up to the
-next multiple and the output cropped back (the official code resizes instead; padding keeps every
-pixel at its own resolution). The prediction is clipped to [0, 1], forced to 0 where the trimap
+what its sides must be multiples of (32 for both families) and how to pad: IndexNet's input is
+reflect-padded up to the next multiple (the official code resizes instead; padding keeps every
+pixel at its own resolution), ViTMatte's zero-padded as its official code does; the output is
+cropped back. The prediction is clipped to [0, 1], forced to 0 where the trimap
 is 0 and to 1 where it is 255, and rounded to 8 bits: REFERENCE.md section 4.
 
 Images larger than ``max_pixels`` are predicted in overlapping tiles (each reflect-padded the
@@ -38,13 +39,19 @@ def enable_huge_pages() -> None:
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
-def _forward_padded(model: torch.nn.Module, planes: torch.Tensor, multiple: int) -> torch.Tensor:
-    """(1, C, H, W) -> (H, W) raw prediction, reflect-padding to a multiple of ``multiple``."""
+def _forward_padded(
+    model: torch.nn.Module, planes: torch.Tensor, multiple: int, pad_mode: str = "reflect"
+) -> torch.Tensor:
+    """(1, C, H, W) -> (H, W) raw prediction, padding bottom/right to a multiple of ``multiple``
+    by ``pad_mode``: "reflect" (replicate where a side is too short to reflect) or "zeros"."""
     height, width = planes.shape[-2:]
     pad_h, pad_w = -height % multiple, -width % multiple
     if pad_h or pad_w:
-        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-        planes = F.pad(planes, (0, pad_w, 0, pad_h), mode=mode)
+        if pad_mode == "zeros":
+            planes = F.pad(planes, (0, pad_w, 0, pad_h))
+        else:
+            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+            planes = F.pad(planes, (0, pad_w, 0, pad_h), mode=mode)
     return model(planes)[0, 0, :height, :width].float()
 
 
@@ -111,7 +118,7 @@ def predict_alpha(
     height, width = trimap.shape
     planes = _input(family, rgb, trimap).to(device)
     if height * width <= max_pixels:
-        raw = _forward_padded(model, planes, multiple).cpu().numpy()
+        raw = _forward_padded(model, planes, multiple, family.pad_mode).cpu().numpy()
     else:
         raw = np.zeros((height, width), np.float32)
         weight = np.zeros((height, width), np.float32)
@@ -122,7 +129,7 @@ def predict_alpha(
                 if not (trimap[y : y + h, x : x + w] == TRIMAP_UNKNOWN).any():
                     continue  # every pixel of the tile is known: forced to 0 or 1 below
                 tile_planes = planes[..., y : y + h, x : x + w]
-                part = _forward_padded(model, tile_planes, multiple).cpu().numpy()
+                part = _forward_padded(model, tile_planes, multiple, family.pad_mode).cpu().numpy()
                 ramp = np.outer(
                     _ramp(h, overlap, i == 0, i == len(ys) - 1),
                     _ramp(w, overlap, j == 0, j == len(xs) - 1),
