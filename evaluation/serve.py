@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 
 try:
-    import python_multipart  # noqa: F401 - Starlette parses multipart forms with it
     import uvicorn
+    from starlette import formparsers
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.datastructures import UploadFile
@@ -40,6 +40,9 @@ try:
     from starlette.requests import ClientDisconnect, Request
     from starlette.responses import HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
+
+    if formparsers.multipart is None:  # Starlette finds python-multipart by either of its names
+        raise ImportError("python-multipart is missing", name="python-multipart")
 except ImportError as exc:
     raise ImportError(
         f"indexnet serve needs Starlette, uvicorn and python-multipart ({exc.name} is missing): "

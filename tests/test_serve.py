@@ -23,7 +23,6 @@ from PIL import Image
 from typer.testing import CliRunner
 
 pytest.importorskip("starlette")  # the serve extra (in dev)
-pytest.importorskip("python_multipart")
 uvicorn = pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
@@ -196,7 +195,10 @@ def _case(name: str):
             ["field image (p.png) is 48x32", "field trimap (t.png) is 48x30", "image's size"],
         ),
         "colour trimap": (
-            {"image": ("p.png", photo), "trimap": ("t.png", _png(np.dstack([_trimap(32, 48)] * 3)))},
+            {
+                "image": ("p.png", photo),
+                "trimap": ("t.png", _png(np.dstack([_trimap(32, 48)] * 3))),
+            },
             ["field trimap (t.png)", "single-channel", "RGB (3 channels)", "mode L"],
         ),
         "too large": (
@@ -257,7 +259,9 @@ def test_a_full_queue_is_answered_503_at_once(indexnet_checkpoint):
         threads = [threading.Thread(target=lambda: answers.append(_post(url, files).status_code))]
         threads[0].start()
         assert model.entered.wait(30)  # the first is running (and blocked)
-        threads.append(threading.Thread(target=lambda: answers.append(_post(url, files).status_code)))
+        threads.append(
+            threading.Thread(target=lambda: answers.append(_post(url, files).status_code))
+        )
         threads[1].start()
         deadline = time.monotonic() + 30
         while httpx.get(f"{url}api/info").json()["waiting"] != 1:  # the second is queued
@@ -290,6 +294,14 @@ def test_cli_refuses_a_missing_checkpoint(tmp_path):
 def test_cli_refuses_bad_options(indexnet_checkpoint, args, message):
     result = runner.invoke(cli_app, ["serve", "--checkpoint", str(indexnet_checkpoint), *args])
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_cli_without_the_serve_extra_names_it(monkeypatch, indexnet_checkpoint):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "evaluation.serve")
+    result = runner.invoke(cli_app, ["serve", "--checkpoint", str(indexnet_checkpoint)])
+    assert result.exit_code == 2
+    assert 'uvicorn is missing): pip install "indexnet-matting[serve]"' in result.output
 
 
 def test_cli_prints_the_url_and_serves(indexnet_checkpoint):
@@ -387,8 +399,10 @@ def test_the_page_paints_a_trimap_and_predicts_what_indexnet_predict_does(
         browser.find_element("id", "photo-input").send_keys(str(photo))
         wait.until(lambda d: d.find_element("id", "predict").is_enabled())
         canvas = browser.find_element("id", "canvas")
-        # a rough scribble over the disc, made into a trimap with a 10-pixel band
-        _use(browser, "scribble", 60)
+        # a rough scribble over the disc, made into a trimap with an 8-pixel band
+        browser.find_element("id", "band-width").clear()
+        browser.find_element("id", "band-width").send_keys("8")
+        _use(browser, "scribble", 90)
         _stroke(browser, canvas, [(0.38, 0.4), (0.62, 0.4), (0.62, 0.6), (0.38, 0.6)])
         browser.find_element("id", "make-trimap").click()
         # then a background stroke along the edges and a foreground dab in the middle
@@ -413,7 +427,9 @@ def test_the_page_paints_a_trimap_and_predicts_what_indexnet_predict_does(
         wrong = tmp_path / "wrong.png"
         wrong.write_bytes(_png(_trimap(100, 100)))
         browser.find_element("id", "trimap-input").send_keys(str(wrong))
-        wait.until(lambda d: "but the trimap wrong.png is 100x100" in d.find_element("id", "error").text)
+        wait.until(
+            lambda d: "but the trimap wrong.png is 100x100" in d.find_element("id", "error").text
+        )
 
     trimap_file = tmp_path / "trimap.png"
     trimap_file.write_bytes(trimap_png)
