@@ -37,7 +37,13 @@ demo: install
 	@echo "Demo: data in $(DEMO_DIR)/AIM-500 and $(DEMO_DIR)/backgrounds, shards in $(DEMO_DIR)/shards,"
 	@echo "      training run in $(DEMO_DIR)/run, evaluation in $(DEMO_DIR)/eval (look at $(DEMO_DIR)/eval/contact_sheet.png)."
 
+# The browser tests (tests/test_serve.py) need Chromium and its driver: installed with apt
+# (as root, or with sudo when it needs no password) where missing, else skipped.
 test: install
+	@command -v chromedriver >/dev/null || (command -v apt-get >/dev/null && \
+		( [ "$$(id -u)" = 0 ] && SUDO= || { sudo -n true 2>/dev/null && SUDO=sudo; } ) && \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium chromium-driver) || \
+		echo "no chromium: browser tests will be skipped"
 	$(PY) -m pytest -m "not slow" --durations=10
 
 # the default suite, then the tests marked slow (long real-process and fault-injection runs)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from configs.cli import app as config_app
 from configs.cli import group
-from evaluation.cli import evaluate_app, export_command, predict_command
+from evaluation.cli import evaluate_app, export_command, predict_command, serve_command
 from pipeline.cli import app as pipeline_app
 from pipeline.cli import repair_command
 from shards.cli import app as shards_app
@@ -27,6 +27,7 @@ app.add_typer(model_app, name="model")
 app.command("train")(train_command)
 app.command("predict")(predict_command)
 app.command("export")(export_command)
+app.command("serve")(serve_command)
 
 
 def main() -> None:

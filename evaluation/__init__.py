@@ -18,6 +18,8 @@ scorer stay usable without it); import them directly:
 - ``evaluation.predict``: ``predict_file``, ``predict_folder`` (``evaluation.images``:
   ``read_image``, ``read_trimap``)
   (``indexnet predict``).
+- ``evaluation.serve``: ``make_app(model)`` -> the Starlette app of ``indexnet serve`` (the
+  ``serve`` extra).
 - ``evaluation.export``: ``export_model(model, "onnx" | "torchscript", path)`` ->
   ``ExportReport`` (``indexnet export``).
 """

@@ -2,6 +2,7 @@
 
 ``indexnet predict`` (``predict_command``, mounted on the root app): alphas for users' photos.
 ``indexnet export`` (``export_command``, mounted on the root app): ONNX or TorchScript files.
+``indexnet serve`` (``serve_command``, mounted on the root app): a web page to paint a trimap.
 """
 
 from __future__ import annotations
@@ -392,3 +393,53 @@ def export_command(
     except ExportCheckError as exc:
         raise fail(exc, 1) from None
     typer.echo(report.summary())
+
+
+def serve_command(
+    checkpoint: Path = typer.Option(
+        ...,
+        "--checkpoint",
+        help="Our checkpoint (indexnet train), a family's released file or a transformers folder.",
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."
+    ),
+    port: int = typer.Option(8000, "--port", help="Port to listen on (0: any free port)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    max_pixels: int = typer.Option(
+        4_000_000, "--max-pixels", help="Larger photos are predicted in overlapping tiles."
+    ),
+    queue: int = typer.Option(
+        4, "--queue", help="Predictions that may wait while one runs; more are answered 503."
+    ),
+    max_upload_mb: float = typer.Option(
+        25, "--max-upload-mb", help="Largest upload (photo and trimap together), in MB."
+    ),
+) -> None:
+    """Serve a web page to paint a trimap on a photo and cut it out with a trained model.
+
+    Open the printed URL: load a photo, paint foreground, background and unknown (or scribble
+    the foreground and make a trimap from it), press Predict, download the alpha, the RGBA
+    cut-out and the trimap. The API: POST /api/predict with multipart fields image and trimap
+    (?cutout=1 for the RGBA cut-out) answers the PNG indexnet predict writes for those files;
+    bad input gets 400 with {"error": ...}; GET /api/info describes the model.
+
+    One prediction runs at a time; up to --queue more wait, and more than that are answered 503.
+    Listens on 127.0.0.1 unless --host says otherwise. Needs the serve extra
+    (pip install "indexnet-matting[serve]"). Exit code 2: bad options or checkpoint, the port
+    taken, or the extra missing.
+    """
+    max_upload_bytes = int(max_upload_mb * 2**20)
+    try:
+        from evaluation.serve import bind, check_options, make_app, serve
+        from training.checkpoint import load_for_inference
+
+        check_options(device, max_pixels, queue, max_upload_bytes)
+        if not checkpoint.exists():
+            raise ValueError(f"{checkpoint}: no such checkpoint file or folder")
+        model = load_for_inference(checkpoint)
+        app = make_app(model, device, max_pixels, queue, max_upload_bytes, checkpoint.name)
+        sock = bind(host, port)
+    except (ValueError, ImportError) as exc:
+        raise fail(exc) from None
+    serve(app, sock, lambda url: typer.echo(f"serving {checkpoint.name} on {url} (Ctrl-C stops)"))

@@ -8,12 +8,15 @@
   0/128/255 (soft brush edges, JPEG noise) are quantised and counted: below 85 -> 0 (background),
   above 170 -> 255 (foreground), 85..170 -> 128 (unknown).
 
-Every failure is a ``ValueError`` naming the file and saying how to fix it.
+Every failure is a ``ValueError`` naming the file and saying how to fix it. Each reader takes a
+path or a binary file object (``indexnet serve`` reads uploads from memory), with ``name`` to
+call it by in messages.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -29,10 +32,22 @@ TRIMAP_RULE = (
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # "I": how older Pillow opens 16-bit PNG
 
 
-def _open(path: Path, what: str) -> Image.Image:
-    """``path`` decoded in full and turned upright; every failure a ValueError naming it."""
+Source = str | Path | BinaryIO  # a file's path, or a binary file object such as io.BytesIO
+
+
+def _named(source: Source, name: str | None) -> tuple[Path | BinaryIO, str]:
+    """``source`` as Pillow opens it, and what messages call it (``name``, else the path)."""
+    if isinstance(source, (str, Path)):
+        source = Path(source)
+        return source, str(source) if name is None else name
+    return source, name if name is not None else "the uploaded file"
+
+
+def _open(source: Path | BinaryIO, what: str, path: str) -> Image.Image:
+    """``source`` decoded in full and turned upright; every failure a ValueError naming it
+    (``path``)."""
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             img.load()  # decode now, so that a truncated file fails here
             return ImageOps.exif_transpose(img)
     except FileNotFoundError:
@@ -58,11 +73,15 @@ def _to_8bit(samples: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(samples, 0, 65535) / 257).astype(np.uint8)
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: Source, name: str | None = None) -> np.ndarray:
     """Read an image, upright by its EXIF orientation, as 8-bit RGB.
 
     Grey, palette and CMYK images are converted to RGB; an alpha channel is dropped; 16-bit
     grey is scaled to 8 bits (Pillow itself reduces 16-bit colour to 8 bits).
+
+    Args:
+        path: the image file, or a binary file object holding its bytes.
+        name: what messages call it (default: the path).
 
     Returns:
         (H, W, 3) uint8 RGB, H and W those of the upright image.
@@ -71,8 +90,8 @@ def read_image(path: str | Path) -> np.ndarray:
         ValueError: no such file, not an image, damaged data, or 32-bit float samples; the
             message names the file.
     """
-    path = Path(path)
-    img = _open(path, "image")
+    source, path = _named(path, name)
+    img = _open(source, "image", path)
     if img.mode in _SIXTEEN_BIT:
         grey = _to_8bit(np.asarray(img))
         return np.repeat(grey[..., None], 3, axis=2)
@@ -97,7 +116,7 @@ def quantise_trimap(grey: np.ndarray) -> tuple[np.ndarray, int]:
     return trimap, int(np.count_nonzero(trimap != grey))
 
 
-def _not_single_channel(path: Path, found: str) -> ValueError:
+def _not_single_channel(path: str, found: str) -> ValueError:
     return ValueError(
         f"{path}: a trimap must be single-channel, but this one is {found}; save it as a "
         "single-channel grey image (an 8-bit grey PNG, mode L): 0 = background, "
@@ -105,11 +124,15 @@ def _not_single_channel(path: Path, found: str) -> ValueError:
     )
 
 
-def read_trimap(path: str | Path) -> tuple[np.ndarray, int]:
+def read_trimap(path: Source, name: str | None = None) -> tuple[np.ndarray, int]:
     """Read a trimap, upright by its EXIF orientation, quantised to 0/128/255.
 
     Accepted: 8-bit grey (and 1-bit), 16-bit grey (scaled to 8 bits), or a palette image whose
     colours are all grey. Other values are quantised by ``TRIMAP_RULE``.
+
+    Args:
+        path: the trimap file, or a binary file object holding its bytes.
+        name: what messages call it (default: the path).
 
     Returns:
         (H, W) uint8 trimap with values 0/128/255, and how many pixels were quantised.
@@ -119,8 +142,8 @@ def read_trimap(path: str | Path) -> tuple[np.ndarray, int]:
             RGBA, grey with alpha, a coloured palette); the message names the file and says
             how to save it.
     """
-    path = Path(path)
-    img = _open(path, "trimap")
+    source, path = _named(path, name)
+    img = _open(source, "trimap", path)
     if img.mode in ("L", "1"):
         grey = np.asarray(img.convert("L"))
     elif img.mode in _SIXTEEN_BIT:
@@ -135,8 +158,17 @@ def read_trimap(path: str | Path) -> tuple[np.ndarray, int]:
     return quantise_trimap(grey)
 
 
-def read_pair(image: str | Path, trimap: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
+def read_pair(
+    image: Source,
+    trimap: Source,
+    image_name: str | None = None,
+    trimap_name: str | None = None,
+) -> tuple[np.ndarray, np.ndarray, int]:
     """``read_image`` and ``read_trimap``, checked to be the same size.
+
+    Args:
+        image, trimap: the files, or binary file objects holding their bytes.
+        image_name, trimap_name: what messages call them (default: their paths).
 
     Returns:
         (H, W, 3) uint8 RGB, (H, W) uint8 trimap in {0, 128, 255}, pixels quantised.
@@ -145,8 +177,9 @@ def read_pair(image: str | Path, trimap: str | Path) -> tuple[np.ndarray, np.nda
         ValueError: either file is unreadable or bad (named), or their sizes differ (both
             files and both sizes named).
     """
-    rgb = read_image(image)
-    marks, quantised = read_trimap(trimap)
+    rgb = read_image(image, image_name)
+    marks, quantised = read_trimap(trimap, trimap_name)
+    image, trimap = _named(image, image_name)[1], _named(trimap, trimap_name)[1]
     if rgb.shape[:2] != marks.shape:
         (h, w), (th, tw) = rgb.shape[:2], marks.shape
         hint = (

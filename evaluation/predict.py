@@ -14,6 +14,7 @@ foreground as an RGBA PNG beside it (the image's RGB, the predicted alpha as A).
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,16 +84,29 @@ def cutout_path(alpha_path: Path) -> Path:
     return alpha_path.with_name(f"{alpha_path.stem}{CUTOUT_SUFFIX}.png")
 
 
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """(H, W) grey or (H, W, 4) RGBA uint8 -> the PNG file's bytes (Pillow's encoder): the one
+    encoding of predictions, on disk (``write_png``) and over HTTP (``evaluation.serve``)."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def write_png(path: Path, pixels: np.ndarray) -> None:
     """Write (H, W) grey or (H, W, 4) RGBA uint8 as a PNG, atomically (``shards.atomic``)."""
     with atomic_file(path) as f:  # interrupted or failed: no half-written file is left
-        Image.fromarray(pixels).save(f, format="PNG")
+        f.write(png_bytes(pixels))
 
 
 # -- predicting -------------------------------------------------------------------------------
 
 
-def _device(name: str | torch.device) -> torch.device:
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``--device``'s value as a torch device, checked to exist here.
+
+    Raises:
+        ValueError: not a device name, or CUDA asked for where there is none.
+    """
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
@@ -179,7 +193,7 @@ def predict_file(
             is written then.
     """
     image, trimap, out = Path(image), Path(trimap), Path(out)
-    device = _device(device)
+    device = resolve_device(device)
     _check_options(model, max_pixels)
     if out.suffix.lower() != ".png":
         raise ValueError(f"-o {out}: name a .png file (the alpha is written as an 8-bit grey PNG)")
@@ -246,7 +260,7 @@ def predict_folder(
             sizes that differ, colour trimaps (every bad pair listed); nothing is written then.
     """
     images, trimaps, out = Path(images), Path(trimaps), Path(out)
-    device = _device(device)
+    device = resolve_device(device)
     _check_options(model, max_pixels)
     pairs = match_pairs(images, trimaps)
     if out.exists() and not out.is_dir():
