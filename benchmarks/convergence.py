@@ -14,8 +14,9 @@ ImageNet backbone, so the encoder learns at the full rate (``backbone_lr_mult`` 
 BatchNorm statistics update (``freeze_encoder_bn`` false): the reference's lower encoder rate
 and frozen statistics assume pretrained weights. ``--family vitmatte`` trains ViTMatte-S with
 configs/vitmatte.yaml's recipe (AdamW, weight decay 0.1, layer-wise decay 0.65, its loss), its
-warmup shortened to 5% of the steps, without DINO weights. Both take ``--learning-rate`` and the
-same single x0.1 step (``--decay-at``), so that two runs differ only in the family.
+warmup shortened to ``--warmup-iters`` (15: 5% of 300 steps), without DINO weights. Both take
+``--learning-rate`` and the same single x0.1 step (``--decay-at``), so that two runs differ
+only in the family.
 
 ``--time-budget-s S`` stops at the first 25-step boundary at which S seconds of training
 (the trainer's own time per chunk, its start-up included) are spent, if that comes before
@@ -76,6 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--family", choices=["indexnet", "vitmatte"], default="indexnet")
     parser.add_argument("--time-budget-s", type=float, default=None, help="training seconds")
+    parser.add_argument("--warmup-iters", type=int, default=15, help="vitmatte's linear warmup")
     parser.add_argument("--foregrounds", type=int, default=12)
     parser.add_argument("--val-count", type=int, default=3, help="validation foregrounds")
     parser.add_argument("--bgs-per-train-fg", type=int, default=24)
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
         milestone = max(1, round(args.decay_at * epochs))  # anneal once, late in the run
         recipe = ROOT / "configs" / "vitmatte.yaml" if args.family == "vitmatte" else None
         family_sets = (
-            [f"train.warmup_iters={max(1, args.steps // 20)}"]
+            [f"train.warmup_iters={args.warmup_iters}"]
             if args.family == "vitmatte"
             else ["train.backbone_lr_mult=1", "train.freeze_encoder_bn=false"]
         )
@@ -200,6 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
             "learning_rate": args.learning_rate,
             "lr_x0.1_at_epoch": milestone,
             "optimizer": cfg.train.optimizer,
+            "warmup_iters": cfg.train.warmup_iters,
             "weight_decay": cfg.train.weight_decay,
             "seconds": round(spent, 1),
             "ms_per_step": round(1000 * spent / max(summary.step, 1), 1),
