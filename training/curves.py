@@ -168,9 +168,12 @@ def draw(runs: list[RunLog], path: str | Path) -> Path:
             return {"color": colours[r], "linestyle": _STYLES[s % len(_STYLES)]}
         return {"color": colours[s % 10], "linestyle": "-"}
 
-    figure = Figure(figsize=(13, 7.5), dpi=90, layout="constrained")
+    figure = Figure(figsize=(13, 7.5), dpi=90)
     FigureCanvasAgg(figure)  # the Agg canvas, without pyplot's global state or backend choice
-    grid = figure.add_gridspec(2, 4)
+    # fixed margins: a layout engine would double the time of a redraw
+    grid = figure.add_gridspec(
+        2, 4, left=0.055, right=0.99, top=0.91, bottom=0.07, hspace=0.32, wspace=0.28
+    )
     for panel, prefix, title in (
         (grid[0, :2], "loss", "(a) training loss and its terms"),
         (grid[0, 2:], "lr", "(b) learning rates"),
@@ -189,12 +192,14 @@ def draw(runs: list[RunLog], path: str | Path) -> Path:
                         **style(r, s),
                     )
         ax.set(title=title, xlabel="step", yscale="log")
-        ax.grid(True, which="both", alpha=0.25)
+        ax.grid(True, alpha=0.25)
         if several:
             handles = [Line2D([], [], color="0.3", **_line(s)) for s in range(len(keys))]
             ax.legend(handles, keys, fontsize="small")
         elif keys:
             ax.legend(fontsize="small")
+    baselines = [run.baseline for run in runs]
+    base_colour = "0.35" if several and all(b == baselines[0] for b in baselines) else None
     for column, metric in enumerate(METRICS):
         ax = figure.add_subplot(grid[1, column])
         for r, run in enumerate(runs):
@@ -207,8 +212,8 @@ def draw(runs: list[RunLog], path: str | Path) -> Path:
                     markersize=3,
                     color=colour,
                 )
-            if run.baseline is not None:
-                ax.axhline(run.baseline[metric], color=colour, linestyle="--", linewidth=1)
+            if run.baseline is not None:  # grey when every run has the same (one shard set)
+                ax.axhline(run.baseline[metric], color=base_colour or colour, linestyle="--", lw=1)
         ax.set(title=f"(c) validation {METRIC_TITLES[metric]}", xlabel="epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(True, alpha=0.25)
@@ -222,8 +227,9 @@ def draw(runs: list[RunLog], path: str | Path) -> Path:
         figure.legend(
             [Line2D([], [], color=colours[r], linewidth=2) for r in range(len(runs))],
             labels,
-            loc="outside upper center",
+            loc="upper center",
             ncols=min(len(runs), 6),
+            frameon=False,
         )
     else:
         figure.suptitle(labels[0])
