@@ -11,7 +11,7 @@ from evaluation.cli import evaluate_app, export_command, predict_command, serve_
 from pipeline.cli import app as pipeline_app
 from pipeline.cli import repair_command
 from shards.cli import app as shards_app
-from training.cli import model_app, train_command
+from training.cli import model_app, report_command, train_command
 
 app = group(
     "indexnet",
@@ -25,6 +25,7 @@ app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(config_app, name="config")
 app.add_typer(model_app, name="model")
 app.command("train")(train_command)
+app.command("report")(report_command)
 app.command("predict")(predict_command)
 app.command("export")(export_command)
 app.command("serve")(serve_command)

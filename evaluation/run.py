@@ -12,9 +12,10 @@ limit), and writes to ``--out``:
 - ``eval.log``: the run's settings, a line per sample, the means;
 - ``contact_sheet.png``: a few samples (composite, trimap, prediction, truth, error map).
 
-With ``baseline`` on, every sample is also scored for a trivial prediction (``trivial_alpha``:
-alpha 0.5 in the unknown region, the trimap's 0 and 1 elsewhere), and its means go beside the
-model's in ``metrics.json`` and the printed table: a scale for small or untrained models.
+With ``baseline`` on, every sample is also scored for a trivial prediction (``trivial_alpha``,
+defined in ``shards.mattes`` and re-exported here: alpha 0.5 in the unknown region, the
+trimap's 0 and 1 elsewhere), and its means go beside the model's in ``metrics.json`` and the
+printed table: a scale for small or untrained models; training's validation logs the same.
 
 Inference runs in this process, on the device; every prediction goes, with its ground truth
 and trimap, to a pool of worker processes that compute the metrics (``evaluation.metrics``), a
@@ -44,7 +45,7 @@ from evaluation.contact_sheet import SheetRow, write_contact_sheet
 from evaluation.score import ImageScore, ScoreResult, write_results
 from shards.atomic import atomic_write_bytes
 from shards.codec import encode_png
-from shards.mattes import TRIMAP_UNKNOWN
+from shards.mattes import TRIMAP_UNKNOWN, trivial_alpha  # trivial_alpha: re-exported
 from shards.metrics import METRICS, all_metrics
 from shards.reader import resolve_shards, scored_samples
 from training.checkpoint import load_for_inference
@@ -97,12 +98,6 @@ class EvalProgress:
 
     def stop(self) -> None:
         """Evaluation ended or failed."""
-
-
-def trivial_alpha(trimap: np.ndarray) -> np.ndarray:
-    """The baseline prediction: 0.5 in the unknown region (128 after the protocol's rounding
-    of 127.5), the trimap's 0 and 1 elsewhere; that is, the trimap itself."""
-    return trimap.copy()
 
 
 def _score(

@@ -2,7 +2,7 @@
 
 Public API:
 - pixel rules (``shards.mattes``): ``BackgroundFit``, ``background_fit``, ``apply_fit``,
-  ``fit_background``, ``blend``, ``trimap_from_alpha``;
+  ``fit_background``, ``blend``, ``trimap_from_alpha``, ``trivial_alpha`` (the baseline);
 - codecs (``shards.codec``): ``decode_color``, ``decode_grey``, ``decode_unchanged``,
   ``encode_png``, ``to_8bit`` (16-bit samples to 8: ``round(v/257)``);
 - writing (``shards.writer``, ``shards.atomic``): ``ShardWriter``, ``sha256_file``,
@@ -25,6 +25,7 @@ from shards.mattes import (
     blend,
     fit_background,
     trimap_from_alpha,
+    trivial_alpha,
 )
 from shards.writer import ShardWriter, sha256_file
 
@@ -49,4 +50,5 @@ __all__ = [
     "sha256_file",
     "to_8bit",
     "trimap_from_alpha",
+    "trivial_alpha",
 ]

@@ -6,7 +6,8 @@ through them: ``bg`` is kept as the source photo plus its fit, ``merged`` must e
 The compositor (``pipeline``), the checker (``shards.verify``) and the trainer all call these.
 A trimap's three values are named here (``TRIMAP_*``), and so is the one rule that turns a float
 alpha into 8 bits (``to_uint8``: the protocol's round half up), used wherever predictions are
-written or scored.
+written or scored, and so is the trivial prediction every score is read against
+(``trivial_alpha``), which training's validation and ``indexnet evaluate run --baseline`` share.
 
 Arrays are uint8 and channel-last; colour arrays are RGB, as ``shards.codec`` decodes them (the
 blend is per channel, so the order never matters here).
@@ -132,6 +133,19 @@ def trimap_from_alpha(alpha: np.ndarray, radius: int) -> np.ndarray:
         dist = cv2.distanceTransform((~unknown).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
         trimap[dist <= radius] = TRIMAP_UNKNOWN
     return trimap
+
+
+def trivial_alpha(trimap: np.ndarray) -> np.ndarray:
+    """The baseline prediction: 0.5 in the unknown region (128 after the protocol's rounding
+    of 127.5), the trimap's 0 and 1 elsewhere; that is, the trimap itself.
+
+    Args:
+        trimap: (H, W) uint8 with values in {0, 128, 255}.
+
+    Returns:
+        (H, W) uint8, a copy of ``trimap``.
+    """
+    return trimap.copy()
 
 
 def to_uint8(alpha: np.ndarray) -> np.ndarray:

@@ -15,6 +15,8 @@ Public API of the model and its weights:
   region, as the official release computes it.
 - ``training.checkpoint``: ``save_checkpoint``, ``load_checkpoint``, ``load_model`` (our format,
   ``weights_only=True``, any registered family), ``load_for_inference``.
+- ``training.curves``: ``read_run`` (a run's ``train.jsonl`` -> ``RunLog``) and ``draw`` (runs
+  -> one PNG of their curves), what ``indexnet report`` and the trainer's ``curves.png`` use.
 """
 
 import importlib
@@ -40,6 +42,8 @@ _EXPORTS = {
     "load_model": "training.checkpoint",
     "save_checkpoint": "training.checkpoint",
     "ModelConfig": "configs",
+    "RunLog": "training.curves",
+    "read_run": "training.curves",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,4 +1,5 @@
-"""``indexnet model ...`` (import the official weights, describe a variant) and ``indexnet train``.
+"""``indexnet model ...`` (import the official weights, describe a variant), ``indexnet train``
+and ``indexnet report`` (a run's curves and best validation).
 
 torch is imported inside the commands, so that the root ``indexnet`` app (which mounts this
 group) starts fast for commands that never touch a model.
@@ -343,6 +344,44 @@ def train_command(
             + (f"  replaced {summary.skipped} corrupt sample(s)" if summary.skipped else "")
         )
         typer.echo(f"checkpoint: {summary.checkpoint}\nlog: {out / 'train.jsonl'}")
+
+
+# -- indexnet report --------------------------------------------------------------------------
+
+
+def report_command(
+    runs: list[Path] = typer.Argument(
+        ..., help="Run folders (the --out of indexnet train), drawn overlaid."
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="The PNG to write [default: RUN/curves.png for one run, ./report.png for several].",
+    ),
+) -> None:
+    """Draw runs' training curves and print each one's best validation.
+
+    One PNG: the loss and its terms, the learning rates (against the step, log scale), and
+    validation SAD, MSE, Grad and Conn against the epoch, with the trivial baseline (alpha 0.5
+    in the unknown region) dashed; several runs are overlaid, one colour each. The table gives,
+    per run, the validation with the lowest Grad (the one best.pt holds), its epoch and step as
+    train.jsonl has them, and the baseline's scores under it. Works on a run in progress.
+    Exit code 2: a missing folder, no train.jsonl, or a corrupt line (named).
+    """
+    from training.curves import CURVES_NAME, best_table, draw, read_run
+
+    target = out or (runs[0] / CURVES_NAME if len(runs) == 1 else Path("report.png"))
+    try:
+        logs = [read_run(run) for run in runs]
+        if not target.parent.is_dir():
+            raise ValueError(f"{target.parent}: no such folder for --out")
+        draw(logs, target)
+    except ValueError as exc:
+        raise fail(exc) from None
+    for line in best_table(logs):
+        typer.echo(line)
+    typer.echo(f"curves: {target}")
 
 
 train_app = group("train", no_args_is_help=False)

@@ -14,7 +14,14 @@ to ``RUN_DIR``:
   waiting for data and samples/s; a ``validation`` record per epoch; a ``resume`` record when a
   run continues; a ``skipped`` record per sample replaced under ``train.corrupt=skip``;
 - ``batches.jsonl`` with ``train.log_batches``: per global step its keys and input digests;
-- ``config.yaml``: the resolved config.
+- ``config.yaml``: the resolved config;
+- ``curves.png``: loss, learning rates and validation metrics against the trivial baseline
+  (``training.curves``), redrawn after each validation and at the end;
+- ``tensorboard/``: the same numbers and a few validation samples as TensorBoard event files
+  (``training.tensorboard_log``), where the tensorboard package is installed.
+
+The trivial baseline (``shards.mattes.trivial_alpha``) is scored on the first validation of a
+run and logged once, as a ``baseline`` record.
 
 The data order is ``training.order``'s: global batch ``k`` of epoch ``e`` is a function of the
 index, the seed, ``e`` and the global batch G = ranks x ``batch_size``, and every rank takes
@@ -50,7 +57,8 @@ from training.data import Batch, check_order, device_inputs, epoch_batches
 from training.distributed import all_true, device_for, join_process_group, restarted
 from training.families import ParamGroup, build_model, family_of, get_family, parameter_groups
 from training.order import default_workers
-from training.validate import validate
+from training.tensorboard_log import SHEET_SAMPLES, TensorBoardLog, open_log
+from training.validate import score_validation
 
 LAST, BEST = "last.pt", "best.pt"
 LOG_NAME = "train.jsonl"
@@ -227,6 +235,14 @@ def _init_from(model: torch.nn.Module, path: Path) -> None:
     model.load_state_dict(source.state_dict())
 
 
+def _has_baseline(log: Path) -> bool:
+    """Whether ``log`` (a ``train.jsonl``, maybe absent) holds a ``baseline`` record."""
+    if not log.exists():
+        return False
+    with open(log, encoding="utf-8", errors="replace") as f:
+        return any(line.startswith('{"baseline"') for line in f)
+
+
 class _Run:
     """One training run on one rank: set up in ``__init__``, trained by ``fit()``."""
 
@@ -298,7 +314,15 @@ class _Run:
         ids = [self.device.index] if self.device.type == "cuda" else None
         self.net = DistributedDataParallel(model, device_ids=ids) if self.world > 1 else model
         self.skipped = torch.multiprocessing.get_context("fork").Value("i", 0)
+        self.out = out
+        # a resumed run has its baseline already (rank 0 reads the log; all ranks score it
+        # on their first validation, since the sums are reduced together)
+        self.baseline_logged = self.rank == 0 and _has_baseline(out / LOG_NAME)
+        self.baseline_scored = False
         self.log = open(out / LOG_NAME, "a") if self.rank == 0 else None  # noqa: SIM115
+        self.drawn_at = -1  # the log's size when curves.png was last drawn
+        self.draw_failed = False
+        self.board: TensorBoardLog | None = open_log(out) if self.rank == 0 else None
         self.batch_log = None
         if t.log_batches and self.rank == 0:
             self.batch_log = open(out / BATCHES_NAME, "a")  # noqa: SIM115
@@ -375,21 +399,54 @@ class _Run:
     def _validate(self, epoch: int) -> None:
         """Score the validation split (shared over ranks); keep ``best.pt`` by Grad."""
         t = self.cfg.train
-        metrics = validate(
+        scored = score_validation(
             self.model,
             self.shards.index.root,
             self.device,
             t.val_max_samples,
             self.rank,
             self.world,
+            baseline=not self.baseline_scored,
+            keep=SHEET_SAMPLES if self.board is not None else 0,
         )
+        self.baseline_scored = True
+        metrics = scored.metrics
         elapsed = round(time.perf_counter() - self.start_time, 2)
-        self._write({"validation": metrics, "epoch": epoch, "step": self.step, "time_s": elapsed})
+        where = {"epoch": epoch, "step": self.step, "time_s": elapsed}
+        baseline = None
+        if scored.baseline is not None and not self.baseline_logged:
+            baseline = scored.baseline
+            self._write({"baseline": baseline} | where)
+            self.baseline_logged = True
+        self._write({"validation": metrics} | where)
         if self.rank == 0:
             self.progress.validated(epoch, metrics)
+            if self.board is not None:
+                self.board.validation(metrics, self.step, scored.kept, baseline)
         if self.summary.best_grad is None or metrics["grad"] < self.summary.best_grad:
             self.summary.best_grad = metrics["grad"]
             self._checkpoint(BEST)
+        self._draw_curves()
+
+    def _draw_curves(self) -> None:
+        """Rank 0 redraws ``curves.png`` from the log when it has grown; a failure only warns,
+        once: the curves are a view of the run, never a reason to stop it."""
+        if self.log is None or self.log.tell() == self.drawn_at:
+            return
+        from training.curves import CURVES_NAME, draw, read_run
+
+        try:
+            draw([read_run(self.out)], self.out / CURVES_NAME)
+            self.drawn_at = self.log.tell()
+        except Exception as exc:  # any failure to draw must leave training be
+            if not self.draw_failed:
+                print(
+                    f"warning: could not draw {self.out / CURVES_NAME} ({type(exc).__name__}: "
+                    f"{exc}); training goes on, and indexnet report {self.out} draws it later",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            self.draw_failed = True
 
     def _log_batch(self, batch: Batch, epoch: int) -> None:
         """Rank 0 appends the global batch (every rank's slice, rank 0 first) to batches.jsonl;
@@ -470,6 +527,8 @@ class _Run:
                 self.progress.step(record)
                 if self.step % t.log_every == 0 or self.step == self.total_steps:
                     self._write(record)
+                    if self.board is not None:
+                        self.board.step(record)
             if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                 self._checkpoint(LAST)
             tick = time.perf_counter()
@@ -497,6 +556,9 @@ class _Run:
         finally:
             if self.rank == 0:
                 self.progress.stop()
+                self._draw_curves()  # also after a failure: the curves up to it
+                if self.board is not None:
+                    self.board.close()
         skipped = torch.tensor([float(self.skipped.value)], device=self.device)
         if self.world > 1:
             dist.all_reduce(skipped)  # also keeps every rank here until all have finished
@@ -508,6 +570,8 @@ class _Run:
         return s
 
     def close(self) -> None:
+        if self.board is not None:  # flushed and closed by fit(); here if setup failed after it
+            self.board.close()
         for log in (self.log, self.batch_log):
             if log is not None:
                 log.close()
