@@ -15,20 +15,11 @@ from typer.testing import CliRunner
 from configs import load_config
 from indexnet_cli import app
 from shards.mattes import trivial_alpha
+from tests.test_trainer import TINY as TRAINER_TINY
 from training.curves import METRIC_FORMATS, draw, read_run
 from training.trainer import RunOptions, train
 
-# tests/test_trainer.py's tiny network input: a CPU step takes milliseconds
-TINY = [
-    "train.input_size=32",
-    "train.crop_sizes=[32]",
-    "train.small_image_min_side=64",
-    "train.batch_size=2",
-    "train.log_every=1",
-    "train.val_max_samples=2",
-    "train.shuffle_window=4",
-    "train.epochs=2",
-]
+TINY = [*TRAINER_TINY, "train.epochs=2"]  # tests/test_trainer.py's: a CPU step takes milliseconds
 PER_EPOCH = 15  # 30 train samples / batch 2
 
 
