@@ -2,9 +2,9 @@
 
 In one run: make sample data (``--foregrounds``, seeded), build shards on a 2-worker Dask
 cluster (``--bgs-per-train-fg`` train and ``--bgs-per-val-fg`` validation composites per
-foreground, ``--val-count`` validation foregrounds), train with ``training.trainer.train`` for
+foreground, ``--val-count`` validation foregrounds), train with ``training.run.trainer.train`` for
 ``--steps`` steps at a small crop, then score every validation composite at full resolution
-with the benchmark's metrics (``training.validate.validate``, as the trainer does after each
+with the benchmark's metrics (``training.run.validate.validate``, as the trainer does after each
 epoch) against a trivial baseline that predicts alpha 0.5 in the unknown region (and the
 trimap's 0 and 1 elsewhere). Prints one JSON object: the settings, the loss curve (first and
 last logged losses, per-epoch validation), the final metrics, the baseline's, and their ratios.
@@ -51,8 +51,8 @@ from shards.cluster import ClusterOptions  # noqa: E402
 from shards.metrics import METRICS, all_metrics  # noqa: E402
 from shards.reader import resolve_shards, scored_samples  # noqa: E402
 from training.checkpoint import load_model  # noqa: E402
-from training.trainer import RunOptions, train  # noqa: E402
-from training.validate import validate  # noqa: E402
+from training.run.trainer import RunOptions, train  # noqa: E402
+from training.run.validate import validate  # noqa: E402
 
 
 def log(message: str) -> None:

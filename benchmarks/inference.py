@@ -48,7 +48,7 @@ from shards.mattes import trimap_from_alpha  # noqa: E402
 from shards.metrics import sad  # noqa: E402
 from training.checkpoint import load_for_inference, save_checkpoint  # noqa: E402
 from training.inference import enable_huge_pages, predict_alpha  # noqa: E402
-from training.model import IndexNet  # noqa: E402
+from training.models.indexnet.network import IndexNet  # noqa: E402
 
 
 def log(message: str) -> None:

@@ -10,7 +10,7 @@ Builds a realistic shard set (AIM-500-sized 1500x1000 foregrounds as JPEG, COCO-
   OpenCV decodes of every sample's fg, bg and alpha, the crop taken in uint8, and the float
   tensors made in the loader process;
 - ours: ``MattingStream`` as training runs it: fg and alpha decoded once per visit
-  (``training.decode_cache``, with the matte's distance map made once), uint8 crops shipped
+  (``training.data.decode_cache``, with the matte's distance map made once), uint8 crops shipped
   (8 bytes a pixel), the float work left to the training step on the device.
 
 baseline and ours run in process (``--loader-workers 0``) and through 1 and 2 DataLoader
@@ -60,10 +60,11 @@ from pipeline.build import build  # noqa: E402
 from shards.cluster import ClusterOptions  # noqa: E402
 from shards.mattes import BackgroundFit, trimap_from_alpha  # noqa: E402
 from shards.reader import ShardSamples, raw_samples, resolve_shards  # noqa: E402
-from training.data import MattingStream, batches, device_inputs, make_loader  # noqa: E402
-from training.decode_cache import MB, DecodeCache, plan_uses  # noqa: E402
-from training.normalise import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from training.order import epoch_order, worker_slots  # noqa: E402
+from training.data.batching import batches, device_inputs, make_loader  # noqa: E402
+from training.data.decode_cache import MB, DecodeCache, plan_uses  # noqa: E402
+from training.data.order import epoch_order, worker_slots  # noqa: E402
+from training.data.stream import MattingStream  # noqa: E402
+from training.models.imagenet import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
 H100_STEP_MS, H100_BATCH = 50.0, 16  # the target training step on one H100
 

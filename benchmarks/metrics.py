@@ -7,9 +7,9 @@ that errs the way networks do (blurred, noisy, a missed and a spurious blob, cli
 to 0/255 outside the unknown region as the protocol does). In one run:
 
 - ms per image for each metric, ours (``evaluation.metrics``, OpenCV on one thread) and the
-  plain reference (tests/test_metrics.py: a literal scipy.ndimage transcription of the MATLAB
-  code), best of ``--repeats`` per image, averaged over ``--images`` images; their ratio; the
-  largest relative difference between the two;
+  plain reference (``metrics_reference.py`` beside this file: a literal scipy.ndimage
+  transcription of the MATLAB code), best of ``--repeats`` per image, averaged over
+  ``--images`` images; their ratio; the largest relative difference between the two;
 - ``score_folder`` end to end (list, decode three PNGs per image, all four metrics, csv and
   summary) on ``--score-images`` images with ``--workers`` processes, and on a tenth of them
   with one worker. The folders hold ``--distinct`` different triplets, hard-linked under
@@ -39,10 +39,9 @@ import scipy
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 from machine import cpu_model  # noqa: E402 - sibling module
-from test_metrics import REFERENCE  # noqa: E402 - the plain reference lives with the tests
+from metrics_reference import REFERENCE  # noqa: E402 - sibling module
 
 from evaluation.score import score_folder  # noqa: E402
 from pipeline.sample_data import _matte  # noqa: E402

@@ -44,8 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from machine import cpu_model  # noqa: E402 - sibling module
 
 from configs import load_config  # noqa: E402
-from training.families import build_model, count_parameters, get_family  # noqa: E402
-from training.trainer import _optimizer  # noqa: E402 - the trainer's own groups and optimiser
+from training.models.build import build_model, count_parameters  # noqa: E402
+from training.models.registry import get_family  # noqa: E402
+from training.run.optim import build_optimizer  # noqa: E402 - the trainer's own groups and optimiser
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 RECIPES = {"indexnet": None, "vitmatte": CONFIGS / "vitmatte.yaml"}  # None: default.yaml
@@ -160,7 +161,7 @@ def train_step_case(
     family.freeze_norm(model, cfg.train.freeze_encoder_bn)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = _optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg)
     forward = torch.compile(model, mode=compile_mode) if compile_mode else model
     data = make_batch(batch, size, device, channels_last)
 

@@ -34,7 +34,8 @@ from pipeline.sample_data import make_sample_data  # noqa: E402
 from shards.cluster import ClusterOptions  # noqa: E402
 from shards.reader import resolve_shards  # noqa: E402
 from tests.conftest import serve_directory  # noqa: E402 - the tests' Range-capable server
-from training.data import MattingStream, batches, make_loader  # noqa: E402
+from training.data.batching import batches, make_loader  # noqa: E402
+from training.data.stream import MattingStream  # noqa: E402
 
 
 def first_batch_seconds(shards, cfg, start: int, repeats: int) -> float:

@@ -172,7 +172,7 @@ class ModelConfig:
     ``output_stride``, ``decoder_kernel_size`` and ``conv_operator`` keep their meaning.
     """
 
-    family: str = "indexnet"  # the model family, a key of training.families.FAMILIES
+    family: str = "indexnet"  # the model family, a key of training.models.registry.FAMILIES
     size: Literal["small", "base"] = "small"  # ViTMatte's: ViTMatte-S or -B (vitmatte family)
     # IndexNet's switches (read by the indexnet family)
     index_block: Literal["m2o", "o2o", "holistic"] = "m2o"  # depthwise M2O | O2O | holistic

@@ -1,10 +1,10 @@
 """Export a trained network to ONNX or TorchScript, checked against eager PyTorch.
 
-The model's family (``training.families``) says its input channels and stride. Both formats take
-any input whose sides are multiples of that stride (the output stride, 32, for the released
-IndexNet): the graph is exported once at an example size, then the written file is loaded
-back and compared with the eager model on seeded random inputs at that size and at sizes other
-than it. The file appears only when every check passes (``shards.atomic``).
+The model's family (``training.models.registry``) says its input channels and stride. Both
+formats take any input whose sides are multiples of that stride (the output stride, 32, for
+the released IndexNet): the graph is exported once at an example size, then the written
+file is loaded back and compared with the eager model on seeded random inputs at that size
+and at sizes other than it. The file appears only when every check passes (``shards.atomic``).
 
 - TorchScript: ``torch.jit.trace`` (``torch.jit.script`` cannot compile the model: it picks
   submodules at run time, by name and from a tuple). The trace records sizes as ``aten::size``
@@ -33,7 +33,8 @@ import torch
 from torch import nn
 
 from shards.atomic import atomic_file
-from training.families import ModelFamily, family_of
+from training.models.family import ModelFamily
+from training.models.registry import family_of
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4  # largest |exported - eager| accepted, on raw alpha

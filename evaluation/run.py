@@ -49,8 +49,8 @@ from shards.mattes import TRIMAP_UNKNOWN, trivial_alpha  # trivial_alpha: re-exp
 from shards.metrics import METRICS, all_metrics
 from shards.reader import resolve_shards, scored_samples
 from training.checkpoint import load_for_inference
-from training.families import describe
 from training.inference import predict_alpha
+from training.models.build import describe
 
 PREDICTIONS = "predictions"
 METRICS_JSON = "metrics.json"

@@ -51,8 +51,9 @@ except ImportError as exc:
 
 from evaluation.images import TRIMAP_RULE, read_pair
 from evaluation.predict import cutout, png_bytes, resolve_device
-from training.families import describe, family_of
 from training.inference import predict_alpha
+from training.models.build import describe
+from training.models.registry import family_of
 
 PAGE = Path(__file__).parent / "static" / "serve.html"
 MAX_UPLOAD_BYTES = 25 * 2**20  # --max-upload-mb 25: the photo and trimap together

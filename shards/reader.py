@@ -437,7 +437,7 @@ def decode(
     """Decode the members ``names`` of a sample by their schema codec.
 
     ``decoder(name, data)`` decodes one member (``decode_member``; the training loader passes
-    one that keeps shared members decoded, ``training.decode_cache``).
+    one that keeps shared members decoded, ``training.data.decode_cache``).
 
     Returns:
         Member name -> (H, W, 3) uint8 RGB, (H, W) uint8, or a dict (``json``).

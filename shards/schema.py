@@ -40,7 +40,7 @@ class Member:
             source kept at its own size (``bg``, fitted at load time).
         values: the only pixel values it may hold, or None for any.
         shared: byte-identical in every sample of one foreground, so the training loader
-            decodes it once per visit (``training.decode_cache``); it must also be ``hashed``,
+            decodes it once per visit (``training.data.decode_cache``); it must also be ``hashed``,
             whose recorded sha256 tells the loader which later samples hold the same bytes.
     """
 

@@ -17,6 +17,9 @@ import pytest
 
 from pipeline.sample_data import SampleDataSummary, make_sample_data
 
+REPO = Path(__file__).resolve().parent.parent  # the repository's root
+GOLDEN = REPO / "tests" / "golden"  # stored golden values and the scripts that make them
+
 
 @pytest.fixture(scope="session")
 def sample_data(tmp_path_factory: pytest.TempPathFactory) -> SampleDataSummary:

@@ -61,7 +61,7 @@ def _optional(tree: ast.AST) -> set[int]:
 
 def _ours(name: str, path: Path) -> bool:
     """A package or module at the repository's root, beside ``path``, or in tests/ or
-    benchmarks/ (benchmarks/metrics.py imports tests/test_metrics.py's reference)."""
+    benchmarks/ (tests/evaluation/test_metrics.py imports benchmarks/metrics_reference.py)."""
     folders = (ROOT, path.parent, ROOT / "tests", ROOT / "benchmarks")
     return any((f / name).is_dir() or (f / f"{name}.py").is_file() for f in folders)
 

@@ -3,9 +3,9 @@
 A checkpoint is a dict ``{"format": "indexnet-checkpoint", "version": 2, "family": name,
 "model": state_dict, "model_config": {...}, "config": {...} or None, ...}``; a trainer adds its
 own entries (optimizer, scheduler, epoch, step, rng) beside them. Written atomically
-(``shards.atomic``), read with ``torch.load(weights_only=True)`` (``training.weights``).
+(``shards.atomic``), read with ``torch.load(weights_only=True)`` (``training.models.weights``).
 
-The network is rebuilt by its family's registry entry (``training.families``): version 2
+The network is rebuilt by its family's registry entry (``training.models.registry``): version 2
 records the family at the top level (and in ``model_config``); a version-1 file names none and
 is the default family's (IndexNet). A family this code does not know is refused by name.
 ``load_for_inference`` also takes a family's released weights (IndexNet's
@@ -24,8 +24,10 @@ from torch import nn
 
 from configs import Config, ConfigError, ModelConfig, config_from_dict
 from shards.atomic import atomic_file
-from training.families import DEFAULT_FAMILY, family_of, get_family, import_folder
-from training.weights import FORMAT, load_strict, read_weights
+from training.models.build import import_folder
+from training.models.family import DEFAULT_FAMILY
+from training.models.registry import family_of, get_family
+from training.models.weights import FORMAT, load_strict, read_weights
 
 VERSION = 2  # 2: the "family" entry; 1: IndexNet only, no family recorded
 _RESERVED = ("format", "version", "family", "model", "model_config", "config")
@@ -152,7 +154,7 @@ def _model_of(ckpt: dict[str, Any], path: str | Path) -> nn.Module:
 
 def load_for_inference(path: str | Path, model_cfg: ModelConfig | None = None) -> nn.Module:
     """A model ready for inference from our checkpoint, a family's released weights, or a
-    transformers-format folder (``training.families.import_folder``: ViTMatte).
+    transformers-format folder (``training.models.registry.import_folder``: ViTMatte).
 
     Our checkpoints name their own family and variant; any other file is read as the official
     release of ``model_cfg``'s family (``None``: the released IndexNet; a dict with a

@@ -44,7 +44,7 @@ def import_hf_command(
     from dataclasses import replace
 
     from training.checkpoint import save_checkpoint
-    from training.families import count_parameters, describe, import_folder
+    from training.models.build import count_parameters, describe, import_folder
 
     try:
         model = import_folder(folder)
@@ -74,7 +74,7 @@ def import_official_command(
     variant; the default is the released one.
     """
     from training.checkpoint import save_checkpoint
-    from training.families import count_parameters, describe, import_official
+    from training.models.build import count_parameters, describe, import_official
 
     try:
         cfg = load_config(config, overrides)
@@ -111,7 +111,8 @@ def summary(
     the encoder is loaded from that file and the report says what went where.
     """
     from training.checkpoint import load_checkpoint, model_config_from
-    from training.families import count_parameters, get_family, load_backbone, parameter_groups
+    from training.models.build import count_parameters, load_backbone, parameter_groups
+    from training.models.registry import get_family
 
     try:
         if checkpoint is not None:
@@ -307,7 +308,7 @@ def train_command(
     """
     from shards.reader import ShardError
     from training.inference import enable_huge_pages
-    from training.trainer import RunOptions, TrainingError, train
+    from training.run.trainer import RunOptions, TrainingError, train
 
     enable_huge_pages()
 
@@ -322,7 +323,7 @@ def train_command(
         )
         rank = int(os.environ.get("RANK", "0"))
         if data_only:
-            from training.data_only import REPORT_NAME, measure_data
+            from training.data.throughput import REPORT_NAME, measure_data
 
             report = measure_data(cfg, options)
             if rank == 0:
@@ -369,7 +370,7 @@ def report_command(
     train.jsonl has them, and the baseline's scores under it. Works on a run in progress.
     Exit code 2: a missing folder, no train.jsonl, or a corrupt line (named).
     """
-    from training.curves import CURVES_NAME, best_table, draw, read_run
+    from training.run.curves import CURVES_NAME, best_table, draw, read_run
 
     target = out or (runs[0] / CURVES_NAME if len(runs) == 1 else Path("report.png"))
     try:

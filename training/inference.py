@@ -1,6 +1,6 @@
 """Full-resolution alpha prediction with a trained network (validation, evaluation, predict).
 
-The model's family (``training.families``) makes its input from the image and trimap and says
+The model's family (``training.models.registry``) makes its input from the image and trimap and says
 what its sides must be multiples of (32 for both families) and how to pad: IndexNet's input is
 reflect-padded up to the next multiple (the official code resizes instead; padding keeps every
 pixel at its own resolution), ViTMatte's zero-padded as its official code does; the output is
@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from shards.mattes import TRIMAP_BACKGROUND, TRIMAP_FOREGROUND, TRIMAP_UNKNOWN, to_uint8
-from training.families import ModelFamily, family_of
+from training.models.family import ModelFamily
+from training.models.registry import family_of
 
 
 def enable_huge_pages() -> None:
