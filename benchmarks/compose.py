@@ -55,7 +55,7 @@ from configs import load_config
 from pipeline.build import BuildProgress, build, prepare
 from pipeline.compose import build_shard
 from pipeline.plan import shard_tasks
-from pipeline.sample_data import _matte, _photo
+from pipeline.sample_data import synthetic_matte, synthetic_photo
 from shards.cluster import ClusterOptions
 from shards.codec import decode_color, encode_png
 from shards.index import read_index
@@ -93,8 +93,8 @@ def make_inputs(root: Path, foregrounds: int, backgrounds: int, seed: int) -> tu
         rng = np.random.default_rng([seed, 1, i])
         h, w = FG_SIZES[i % len(FG_SIZES)]
         fid = f"bench{i:03d}"
-        alpha = _matte(rng, h, w)
-        photo = _photo(rng, h, w, i % 4)
+        alpha = synthetic_matte(rng, h, w)
+        photo = synthetic_photo(rng, h, w, i % 4)
         _imwrite(
             data_dir / "original" / f"o_{fid}.jpg",
             photo,
@@ -105,7 +105,7 @@ def make_inputs(root: Path, foregrounds: int, backgrounds: int, seed: int) -> tu
     for j in range(backgrounds):
         rng = np.random.default_rng([seed, 2, j])
         h, w = BG_SIZES[j % len(BG_SIZES)]
-        photo = _photo(rng, h, w, j % 4)
+        photo = synthetic_photo(rng, h, w, j % 4)
         _imwrite(bg_dir / f"bg_{j:06d}.jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, BG_JPEG_QUALITY])
     return data_dir, bg_dir
 

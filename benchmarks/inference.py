@@ -42,7 +42,7 @@ from compose import make_inputs  # noqa: E402 - sibling benchmark script
 from configs import load_config  # noqa: E402
 from evaluation.run import EvalOptions, evaluate  # noqa: E402
 from pipeline.build import build  # noqa: E402
-from pipeline.sample_data import _matte, _photo  # noqa: E402
+from pipeline.sample_data import synthetic_matte, synthetic_photo  # noqa: E402
 from shards.cluster import ClusterOptions  # noqa: E402
 from shards.mattes import trimap_from_alpha  # noqa: E402
 from shards.metrics import sad  # noqa: E402
@@ -58,8 +58,8 @@ def log(message: str) -> None:
 def large_image(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A composite (RGB), its trimap and its alpha, h x w, from the sample-data generators."""
     rng = np.random.default_rng(seed)
-    alpha = _matte(rng, h, w)
-    fg, bg = _photo(rng, h, w, 0), _photo(rng, h, w, 2)
+    alpha = synthetic_matte(rng, h, w)
+    fg, bg = synthetic_photo(rng, h, w, 0), synthetic_photo(rng, h, w, 2)
     a = alpha[..., None].astype(np.float32) / 255
     merged = np.rint(a * fg + (1 - a) * bg).astype(np.uint8)
     return merged, trimap_from_alpha(alpha, 20), alpha

@@ -2,7 +2,7 @@
 
 Synthetic AIM-500-sized mattes (1500x1000 and 1000x1500, 1.5 MP; ``pipeline.sample_data``'s
 mattes: a soft body touching the border, a hole, hair strands, a semi-transparent veil), the
-trimap of REFERENCE.md section 3 with an unknown band of ``--radius`` pixels, and a prediction
+trimap of docs/reference.md section 3 with an unknown band of ``--radius`` pixels, and a prediction
 that errs the way networks do (blurred, noisy, a missed and a spurious blob, clipped, then forced
 to 0/255 outside the unknown region as the protocol does). In one run:
 
@@ -44,7 +44,7 @@ from machine import cpu_model  # noqa: E402 - sibling module
 from metrics_reference import REFERENCE  # noqa: E402 - sibling module
 
 from evaluation.score import score_folder  # noqa: E402
-from pipeline.sample_data import _matte  # noqa: E402
+from pipeline.sample_data import synthetic_matte  # noqa: E402
 from shards.mattes import trimap_from_alpha  # noqa: E402
 from shards.metrics import METRICS, all_metrics, conn, grad, mse, sad  # noqa: E402
 
@@ -60,7 +60,7 @@ def make_triplet(seed: int, radius: int) -> tuple[np.ndarray, np.ndarray, np.nda
     """``(pred, gt, trimap)``, (H, W) uint8, 1.5 MP, deterministic in ``seed``."""
     rng = np.random.default_rng([seed, 6])
     h, w = SIZES[seed % 2]
-    gt = _matte(rng, h, w)
+    gt = synthetic_matte(rng, h, w)
     trimap = trimap_from_alpha(gt, radius)
     pred = cv2.GaussianBlur(gt.astype(np.float32), (0, 0), rng.uniform(0.8, 2.0))
     pred += rng.normal(0, 6, (h, w)).astype(np.float32)  # noisy alpha in the band

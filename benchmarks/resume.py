@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from http_server import serve_directory  # noqa: E402 - sibling module: a Range-capable server
 from machine import cpu_model  # noqa: E402
 
 from configs import load_config  # noqa: E402
@@ -33,7 +34,6 @@ from pipeline.build import build  # noqa: E402
 from pipeline.sample_data import make_sample_data  # noqa: E402
 from shards.cluster import ClusterOptions  # noqa: E402
 from shards.reader import resolve_shards  # noqa: E402
-from tests.conftest import serve_directory  # noqa: E402 - the tests' Range-capable server
 from training.data.batching import batches, make_loader  # noqa: E402
 from training.data.stream import MattingStream  # noqa: E402
 

@@ -24,7 +24,7 @@ def _fail(where: str, message: str) -> typing.NoReturn:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Composition of foregrounds over backgrounds (REFERENCE.md section 1)."""
+    """Composition of foregrounds over backgrounds (docs/reference.md section 1)."""
 
     seed: int = 0  # seeds the seeded split, the background pairing and the sample order
     bgs_per_train_fg: int = 96  # unique backgrounds per train foreground
@@ -51,7 +51,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The reference training recipe (REFERENCE.md section 3)."""
+    """The reference training recipe (docs/reference.md section 3)."""
 
     seed: int = 0  # seeds model init, shard shuffle and augmentation
     batch_size: int = 16  # per device
@@ -145,7 +145,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Weights of the alpha-prediction and composition losses (REFERENCE.md section 3)."""
+    """Weights of the alpha-prediction and composition losses (docs/reference.md section 3)."""
 
     alpha_weight: float = 0.5  # weight of L_alpha
     comp_weight: float = 0.5  # weight of L_comp
@@ -164,7 +164,7 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The IndexNet variant (REFERENCE.md section 2); the defaults are the released model.
+    """The IndexNet variant (docs/reference.md section 2); the defaults are the released model.
 
     The official code's switches map onto these fields: ``indexnet='depthwise'`` with
     ``index_mode='m2o'``/``'o2o'`` is ``index_block: m2o``/``o2o``, ``indexnet='holistic'`` is

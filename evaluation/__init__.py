@@ -3,7 +3,7 @@
 Public API:
 
 - ``sad``, ``mse``, ``grad``, ``conn``, ``all_metrics`` (``evaluation.metrics``): the benchmark's
-  four metrics on (H, W) 8-bit mattes and a 0/128/255 trimap, exactly as REFERENCE.md section 4
+  four metrics on (H, W) 8-bit mattes and a 0/128/255 trimap, exactly as docs/reference.md section 4
   (the MATLAB evaluation code) defines them; ``to_uint8`` converts float predictions as the
   protocol saves them.
 - ``score_folder`` (``evaluation.score``): a folder of predictions against ground truth and

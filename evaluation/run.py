@@ -1,6 +1,6 @@
 """Evaluate a checkpoint on a shard set's validation samples, the way the benchmark does.
 
-``evaluate(options)`` runs the model on every sample at full resolution (REFERENCE.md section
+``evaluate(options)`` runs the model on every sample at full resolution (docs/reference.md section
 4: reflect-pad to a multiple of 32 and crop back, clip to [0, 1], force trimap 0 to 0 and 255
 to 1, round to 8 bits; ``training.inference.predict_alpha``, which tiles images above a pixel
 limit), and writes to ``--out``:

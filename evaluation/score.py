@@ -47,7 +47,8 @@ class ScoreError(ValueError):
 
 @dataclass(frozen=True)
 class ImageScore:
-    """One image's metrics (REFERENCE.md section 4 units) and the size of its unknown region."""
+    """One image's metrics (in the units of docs/reference.md section 4) and the size of its
+    unknown region."""
 
     name: str
     sad: float
@@ -218,7 +219,7 @@ def write_results(
         "count": result.count,
         **result.means,
         "images_without_unknown": len(result.without_unknown),
-        "metrics": "REFERENCE.md section 4: SAD, Grad, Conn / 1000; MSE not",
+        "metrics": "docs/reference.md section 4: SAD, Grad, Conn / 1000; MSE not",
         **sources,
     }
     atomic_write_bytes(out / summary_name, (json.dumps(summary, indent=2) + "\n").encode())

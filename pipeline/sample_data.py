@@ -44,7 +44,7 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, scale: int) -> np.nd
     return np.clip(cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
 
 
-def _photo(rng: np.random.Generator, h: int, w: int, style: int) -> np.ndarray:
+def synthetic_photo(rng: np.random.Generator, h: int, w: int, style: int) -> np.ndarray:
     """(h, w, 3) uint8 photo-like image; ``style`` picks texture, gradient, shapes or stripes."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     base = rng.uniform(20, 235, size=3).astype(np.float32)
@@ -76,7 +76,7 @@ def _photo(rng: np.random.Generator, h: int, w: int, style: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _matte(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+def synthetic_matte(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """(h, w) uint8 alpha with a soft body touching the bottom border, a hole, hair, a veil."""
     alpha = np.zeros((h, w), np.float32)
     # body: an ellipse whose lower part leaves through the bottom edge (object touching border)
@@ -176,9 +176,10 @@ def make_sample_data(
         rng = np.random.default_rng([seed, 1, i])
         h, w = FG_SIZES[i % len(FG_SIZES)]
         sizes.append((h, w))
-        alpha = _matte(rng, h, w)
+        alpha = synthetic_matte(rng, h, w)
         written += _write(
-            data_dir / "original" / f"o_{fid}.jpg", _encode(".jpg", _photo(rng, h, w, i % 4))
+            data_dir / "original" / f"o_{fid}.jpg",
+            _encode(".jpg", synthetic_photo(rng, h, w, i % 4)),
         )
         written += _write(data_dir / "mask" / f"o_{fid}.png", _encode(".png", alpha))
         trimap = trimap_from_alpha(alpha, TRIMAP_RADIUS)
@@ -186,7 +187,9 @@ def make_sample_data(
     for j in range(backgrounds):
         rng = np.random.default_rng([seed, 2, j])
         h, w = BG_SIZES[j % len(BG_SIZES)]
-        written += _write(bg_dir / f"bg_{j:06d}.jpg", _encode(".jpg", _photo(rng, h, w, j % 4)))
+        written += _write(
+            bg_dir / f"bg_{j:06d}.jpg", _encode(".jpg", synthetic_photo(rng, h, w, j % 4))
+        )
     return SampleDataSummary(
         data_dir=data_dir,
         bg_dir=bg_dir,

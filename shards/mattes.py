@@ -116,7 +116,7 @@ def blend(
 
 
 def trimap_from_alpha(alpha: np.ndarray, radius: int) -> np.ndarray:
-    """Trimap of REFERENCE.md section 3: every pixel within Euclidean ``radius`` of the unknown
+    """Trimap of docs/reference.md section 3: every pixel within Euclidean ``radius`` of the unknown
     region (0 < alpha < 255) is 128, the rest of alpha == 255 is 255, everything else 0.
 
     Args:

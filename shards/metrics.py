@@ -1,7 +1,7 @@
 """The matting benchmark's metrics SAD, MSE, Grad and Conn, exactly as the MATLAB code defines them.
 
 Every metric compares a predicted alpha ``pred`` with the ground truth ``gt`` on the unknown
-region ``U = (trimap == 128)`` of 8-bit mattes (REFERENCE.md section 4):
+region ``U = (trimap == 128)`` of 8-bit mattes (docs/reference.md section 4):
 
 - ``sad``  = sum_U |p - g| / 255 / 1000
 - ``mse``  = sum_U ((p - g) / 255)^2 / |U|                 (no /1000)
@@ -26,10 +26,10 @@ Edge cases (all tested):
   gradient is taken as exactly 0 everywhere, whatever the constant.
 - A threshold where ``pred`` and ``gt`` share no pixel (``M`` empty, e.g. 1.0 on soft mattes):
   the largest component is empty, so every pixel not yet labelled gets ``l = t_(i-1)``
-  (REFERENCE.md). The original MATLAB code has no rule for this case (``max`` of an empty list
-  leaves no component to index), and the copy in the IndexNet release skips such thresholds
-  (``continue``), so its unlabelled pixels end at ``l = 1``; the two agree whenever some pixel
-  reaches 1.0 in both maps, as the trimap's forced foreground does in practice.
+  (docs/reference.md section 4). The original MATLAB code has no rule for this case (``max``
+  of an empty list leaves no component to index), and the copy in the IndexNet release skips
+  such thresholds (``continue``), so its unlabelled pixels end at ``l = 1``; the two agree
+  whenever some pixel reaches 1.0 in both maps, as the trimap's forced foreground does in practice.
 - Floating-point predictions are converted as the protocol saves them: clip to [0, 1], x255,
   round half up (``to_uint8``). Integer arrays of another dtype are accepted when their values
   lie in 0..255.

@@ -36,7 +36,7 @@ def import_hf_command(
     """Convert a transformers-format ViTMatte folder (as the released checkpoints come, or as
     save_pretrained writes) into our checkpoint, recording its family and size.
 
-    The config must be ViTMatte-S or -B as REFERENCE.md section 5 defines them (each differing
+    The config must be ViTMatte-S or -B as docs/reference.md section 5 defines them (each differing
     entry is named); the weights are read from the folder only (nothing is downloaded) and must
     fit exactly. Nothing is written on any error. `evaluate run`, `predict` and `export` also
     take the folder itself as --checkpoint.
@@ -199,7 +199,7 @@ class _RichTrainProgress:
             "train",
             total=total_steps,
             completed=first_step,
-            epoch=first_step // steps_per_epoch,
+            epoch=first_step // steps_per_epoch + 1,
             loss="-",
             lr="-",
             rate="- samples/s",
@@ -273,7 +273,8 @@ def train_command(
         None,
         "--loader-workers",
         help="Data loader processes per rank, a divisor of --batch-size (0: in the training "
-        "process) [default: the most up to 4 that divide it].",
+        "process) [default: the most up to 4 that divide it, and no more than this rank's share "
+        "of the CPUs it may use].",
     ),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     index: str | None = typer.Option(

@@ -5,7 +5,7 @@ what its sides must be multiples of (32 for both families) and how to pad: Index
 reflect-padded up to the next multiple (the official code resizes instead; padding keeps every
 pixel at its own resolution), ViTMatte's zero-padded as its official code does; the output is
 cropped back. The prediction is clipped to [0, 1], forced to 0 where the trimap
-is 0 and to 1 where it is 255, and rounded to 8 bits: REFERENCE.md section 4.
+is 0 and to 1 where it is 255, and rounded to 8 bits: docs/reference.md section 4.
 
 Images larger than ``max_pixels`` are predicted in overlapping tiles (each reflect-padded the
 same way), blended with linear ramps where they overlap, so memory stays bounded; tiles without

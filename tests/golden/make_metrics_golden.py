@@ -167,7 +167,8 @@ def compute() -> dict:
             }
         )
     return {
-        "about": "SAD, MSE, Grad, Conn (REFERENCE.md section 4) on make_metrics_golden.py's cases",
+        "about": "SAD, MSE, Grad, Conn (docs/reference.md section 4) on "
+        "make_metrics_golden.py's cases",
         "cases": cases,
     }
 

@@ -95,12 +95,12 @@ def test_opencv_paths_do_not_depend_on_threads_or_alignment():
     buffer alignment (SIMD code paths load aligned and unaligned data differently)."""
     import cv2
 
-    from pipeline.sample_data import _matte, _photo
+    from pipeline.sample_data import synthetic_matte, synthetic_photo
     from shards.codec import decode_color, encode_png
 
-    photo = _photo(np.random.default_rng(0), 240, 320, 1)
+    photo = synthetic_photo(np.random.default_rng(0), 240, 320, 1)
     jpeg = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].ravel()
-    alpha = _matte(np.random.default_rng(1), 300, 450)
+    alpha = synthetic_matte(np.random.default_rng(1), 300, 450)
     seen = set()
     saved = cv2.getNumThreads()
     try:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.http_server import serve_directory
 from shards.reader import (
     ShardError,
     raw_samples,
@@ -19,7 +20,6 @@ from shards.reader import (
     tar_entries,
 )
 from shards.schema import MEMBERS, SCORED_MEMBERS, TRAIN_MEMBERS
-from tests.conftest import serve_directory
 
 
 def _keys(samples) -> list[str]:

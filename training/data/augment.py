@@ -1,4 +1,4 @@
-"""The reference training augmentation (REFERENCE.md section 3), on uint8 arrays, then tensors.
+"""The reference training augmentation (docs/reference.md section 3), on uint8 arrays, then tensors.
 
 Per sample: rescale images whose short side is below the input size to ``small_image_min_side``;
 make the trimap on the fly with an unknown band of radius ``r ~ U{min..max}``; choose a crop side

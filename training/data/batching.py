@@ -9,6 +9,7 @@ batch's packed uint8 crops on the device into the tensors of a training step.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -69,6 +70,30 @@ def device_inputs(
     if channels_last:
         out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
     return out
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask (what a container, ``taskset`` or a
+    scheduler's cgroup allows), or ``os.cpu_count()`` where the platform has no such mask."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_workers(
+    per_rank: int, most: int = 4, cpus: int | None = None, local_ranks: int | None = None
+) -> int:
+    """The default loader processes of a rank: the most that divide the per-rank batch, up to
+    ``most`` and up to this rank's share of the CPUs (``usable_cpus()`` over the ranks on this
+    node, torchrun's ``LOCAL_WORLD_SIZE``), and at least one. More processes than CPUs only
+    contend for them (and PyTorch warns at every epoch).
+    """
+    if local_ranks is None:
+        local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    share = (usable_cpus() if cpus is None else cpus) // max(1, local_ranks)
+    limit = max(1, min(most, share))
+    return max(w for w in range(1, limit + 1) if per_rank % w == 0)
 
 
 def make_loader(stream: MattingStream, workers: int) -> DataLoader:

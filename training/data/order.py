@@ -112,11 +112,6 @@ def worker_slots(per_rank: int, worker: int, workers: int) -> range:
     return range(worker, per_rank, workers)
 
 
-def default_workers(per_rank: int, most: int = 4) -> int:
-    """The most loader workers, up to ``most``, that divide the per-rank batch."""
-    return max(w for w in range(1, most + 1) if per_rank % w == 0)
-
-
 def window_permutation(length: int, window: int, rng: np.random.Generator) -> tuple[int, ...]:
     """The output order of a shuffle buffer of ``window`` samples over ``length`` inputs.
 

@@ -25,8 +25,7 @@ import torch.distributed as dist
 from configs import Config
 from shards.atomic import atomic_write_bytes
 from shards.reader import resolve_shards, shard_samples
-from training.data.batching import device_inputs, epoch_batches
-from training.data.order import default_workers
+from training.data.batching import default_workers, device_inputs, epoch_batches
 from training.data.stream import check_order
 from training.distributed import device_for, join_process_group
 from training.models.registry import get_family

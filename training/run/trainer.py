@@ -7,11 +7,12 @@ building the model through its family's registry entry (``training.models.regist
 to ``RUN_DIR``:
 
 - ``checkpoints/last.pt`` every epoch and every ``checkpoint_every`` steps (atomic: a temp file,
-  then a rename), holding model, optimizer, epoch, step, resolved config and RNG states (the
-  learning rate is a function of the step and the config, so there is no scheduler state);
-  ``checkpoints/best.pt`` by validation Grad when validation is on;
+  then a rename), holding model, optimizer, epoch (the epochs completed), step, resolved
+  config and RNG states (the learning rate is a function of the step and the config, so there
+  is no scheduler state); ``checkpoints/best.pt`` by validation Grad when validation is on;
 - ``train.jsonl``: every ``log_every`` steps the loss terms, learning rates, ms per step, ms
-  waiting for data and samples/s; a ``validation`` record per epoch; a ``resume`` record when a
+  waiting for data and samples/s; a ``validation`` record per epoch; epochs are numbered from
+  1, so the validation of epoch k and a best.pt written then both say k; a ``resume`` record when a
   run continues; a ``skipped`` record per sample replaced under ``train.corrupt=skip``;
 - ``batches.jsonl`` with ``train.log_batches``: per global step its keys and input digests;
 - ``config.yaml``: the resolved config;
@@ -51,8 +52,7 @@ from configs import Config
 from shards.atomic import atomic_write_bytes
 from shards.reader import resolve_shards, shard_samples
 from training.checkpoint import load_checkpoint, load_for_inference, save_checkpoint
-from training.data.batching import Batch, device_inputs, epoch_batches
-from training.data.order import default_workers
+from training.data.batching import Batch, default_workers, device_inputs, epoch_batches
 from training.data.stream import check_order
 from training.distributed import all_true, device_for, join_process_group, restarted
 from training.models.build import build_model, parameter_groups
@@ -80,7 +80,7 @@ class RunOptions:
     resume: bool = False  # continue from RUN_DIR/checkpoints/last.pt
     max_steps: int | None = None  # stop after this many steps in total (for short runs)
     # DataLoader processes per rank, a divisor of the batch (0: load in the training process;
-    # None: the most up to 4 that divide it)
+    # None: data.batching.default_workers, the most up to 4 that divide it and fit the CPUs)
     loader_workers: int | None = None
     device: str = "cpu"  # cpu or cuda
     backbone: Path | None = None  # ImageNet MobileNetV2 weights for a fresh encoder
@@ -111,10 +111,11 @@ class TrainProgress:
         """Training begins at ``first_step`` (after a resume) of ``total_steps``."""
 
     def step(self, record: dict) -> None:
-        """A step ended; ``record`` holds step, epoch, loss terms, lr, ms per step, data wait."""
+        """A step ended; ``record`` holds step, epoch (from 1), loss terms, lr, ms per step and
+        data wait."""
 
     def validated(self, epoch: int, metrics: dict) -> None:
-        """The validation split was scored after ``epoch`` (0-based)."""
+        """The validation split was scored after ``epoch`` (numbered from 1)."""
 
     def stop(self) -> None:
         """Training ended or failed."""
@@ -355,7 +356,10 @@ class _Run:
         self.baseline_scored = True
         metrics = scored.metrics
         elapsed = round(time.perf_counter() - self.start_time, 2)
-        where = {"epoch": epoch, "step": self.step, "time_s": elapsed}
+        # epochs are numbered from 1 wherever a person reads them (train.jsonl, curves, report,
+        # the console), and the k-th epoch's validation sits beside best.pt's epoch k (epochs
+        # completed); only batches.jsonl keeps the data order's 0-based epoch
+        where = {"epoch": epoch + 1, "step": self.step, "time_s": elapsed}
         baseline = None
         if scored.baseline is not None and not self.baseline_logged:
             baseline = scored.baseline
@@ -363,7 +367,7 @@ class _Run:
             self.baseline_logged = True
         self._write({"validation": metrics} | where)
         if self.rank == 0:
-            self.progress.validated(epoch, metrics)
+            self.progress.validated(epoch + 1, metrics)
             if self.board is not None:
                 self.board.validation(metrics, self.step, scored.kept, baseline)
         if self.summary.best_grad is None or metrics["grad"] < self.summary.best_grad:
@@ -418,7 +422,7 @@ class _Run:
         total = terms["loss"]
         if not all_true(bool(torch.isfinite(total)), self.device, self.world):
             raise TrainingError(
-                f"the loss is not finite at epoch {epoch} step {self.step + 1} (on some rank); "
+                f"the loss is not finite at epoch {epoch + 1} step {self.step + 1} (on some rank); "
                 f"training stopped before the update, and the last good checkpoint is "
                 f"{self.ckpt_dir / LAST}. Lower train.learning_rate or check the data."
             )
@@ -459,7 +463,7 @@ class _Run:
             if self.rank == 0:
                 record = {
                     "step": self.step,
-                    "epoch": epoch,
+                    "epoch": epoch + 1,
                     **losses,
                     **learning_rates(self.optimizer, self.groups),
                     "ms_per_step": round((done - tick) * 1000, 2),

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from training.data.order import default_workers, epoch_order, window_permutation, worker_slots
+from training.data.order import epoch_order, window_permutation, worker_slots
 
 SHARDS = (8, 8, 8, 6, 3, 8)  # uneven, as real sets end: 41 samples
 
@@ -94,7 +94,3 @@ def test_bad_shapes_are_clear_errors():
         ValueError, match=r"--loader-workers 3 must divide .*--batch-size 4.*1, 2, 4"
     ):
         worker_slots(4, 0, 3)
-
-
-def test_the_default_loader_workers_divide_the_batch():
-    assert [default_workers(b) for b in (2, 3, 5, 6, 16)] == [2, 3, 1, 3, 4]

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from benchmarks.http_server import serve_directory
 from configs import load_config
 from shards.reader import ShardError, resolve_shards, shard_samples, tar_entries
-from tests.conftest import serve_directory
 from training.data.batching import batches, device_inputs, make_loader
 from training.data.stream import MattingStream, check_order
 

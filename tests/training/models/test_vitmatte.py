@@ -58,7 +58,7 @@ def model():
 
 
 def test_vitmatte_s_is_reference_md_s_network_and_transformers_own(model):
-    """25.8M parameters, and the same outputs as transformers' model built from REFERENCE.md
+    """25.8M parameters, and the same outputs as transformers' model built from docs/reference.md
     section 5's config by hand, with the same weights."""
     assert count_parameters(model) == 25_814_753
     assert count_parameters(model.net.backbone) == 23_745_792  # 23.7M backbone, 2.1M decoder
@@ -160,7 +160,8 @@ def test_import_hf_converts_a_transformers_folder_into_our_checkpoint(hf_folder,
         (lambda c, f: c["backbone_config"].update(hidden_size=512), "hidden_size is 512"),
         (
             lambda c, f: c["backbone_config"].update(window_size=7),
-            "not ViTMatte-small as REFERENCE.md defines it: backbone_config.window_size: 7",
+            "not ViTMatte-small as docs/reference.md section 5 defines it: "
+            "backbone_config.window_size: 7",
         ),
         (lambda c, f: c.update(fusion_hidden_sizes=[8, 8, 8, 8]), "fusion_hidden_sizes: [8, 8"),
         (lambda c, f: (f / "model.safetensors").unlink(), "cannot load its weights"),

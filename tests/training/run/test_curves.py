@@ -62,7 +62,7 @@ def test_read_run_parses_steps_validations_and_the_baseline_once(run, shard_set)
     log = read_run(run["path"])
     assert log.name == "run-a"
     assert [r["step"] for r in log.steps] == list(range(1, 2 * PER_EPOCH + 1))
-    assert [(v["epoch"], v["step"]) for v in log.validations] == [(0, 15), (1, 30)]
+    assert [(v["epoch"], v["step"]) for v in log.validations] == [(1, 15), (2, 30)]
     assert log.baseline == baselines[0]["baseline"]
     # the baseline is the trivial prediction's scores on the same samples as validation's
     from shards.metrics import all_metrics

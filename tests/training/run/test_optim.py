@@ -1,5 +1,5 @@
 """The learning-rate schedule (``training.run.trainer.lr_factor``), weight decay per parameter
-group, and the ViTMatte recipe in ``configs/vitmatte.yaml`` against REFERENCE.md section 5."""
+group, and the ViTMatte recipe in ``configs/vitmatte.yaml`` against docs/reference.md section 5."""
 
 from __future__ import annotations
 

@@ -20,9 +20,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from benchmarks.http_server import serve_directory
 from configs import load_config
 from indexnet_cli import app
-from tests.conftest import REPO, serve_directory
+from tests.conftest import REPO
 from training.checkpoint import load_checkpoint, load_model
 from training.models.build import parameter_groups
 from training.models.indexnet.network import IndexNet
@@ -98,6 +99,8 @@ def test_single_process_run_checkpoints_validates_and_resumes(shard_set, tmp_pat
     best = load_checkpoint(run / "checkpoints" / "best.pt")
     last = load_checkpoint(run / "checkpoints" / "last.pt")
     assert best["step"] == 15 and best["epoch"] == 1 and last["step"] == 17
+    # one numbering of epochs: the first epoch's steps and validation, and best.pt, say 1
+    assert validation[0]["epoch"] == best["epoch"] == 1 and first["epoch"] == 1
     assert best["best_grad"] == validation[0]["validation"]["grad"] == summary.best_grad
     assert last["config"]["train"]["input_size"] == 32
     assert {"optimizer", "rng"} <= last.keys()

@@ -1,6 +1,6 @@
 """IndexNet's context module (ASPP), index-guided decoder stages and prediction head.
 
-Layers and names follow the official release (REFERENCE.md section 2): ``dconv_pp.aspp1..4``,
+Layers and names follow the official release (docs/reference.md section 2): ``dconv_pp.aspp1..4``,
 ``dconv_pp.global_avg_pool``, ``dconv_pp.bottleneck_conv``; ``decoder_layerN.dconv``;
 ``pred.0`` (conv-BN-ReLU6 to one channel) and ``pred.1`` (a last conv without bias).
 """

@@ -7,7 +7,7 @@ softmax-normalised indices (``idx_en``: the four weights of a cell sum to 1, so
 sigmoid indices (``idx_de``: ``idx_de * nearest_upsample(x)``). Both come out at full resolution
 (B, C or 1, H, W) after ``pixel_shuffle``.
 
-Three kinds (REFERENCE.md section 2; names and layers as in the official release):
+Three kinds (docs/reference.md section 2; names and layers as in the official release):
 
 - depthwise many-to-one (M2O, released): four branches, branch k predicts position k of every
   cell for each channel from all channels (``Conv(C -> C)``);

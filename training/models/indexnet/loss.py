@@ -1,6 +1,6 @@
 """The IndexNet matting loss: alpha and composition terms over the unknown region.
 
-REFERENCE.md section 3, as the official release computes it (``weighted_loss`` in its trainer):
+docs/reference.md section 3, as the official release computes it (``weighted_loss`` in its trainer):
 with the unknown mask ``m`` (trimap == 128), ``eps = 1e-6`` and sums over every pixel,
 
     L_alpha = mean_b( sum sqrt(((a_p - a_g) m)^2 + eps^2) / sum m )

@@ -1,6 +1,6 @@
 """IndexNet for image matting (Lu, Dai, Shen, ICCV 2019), as in its official release.
 
-The network, top to bottom (REFERENCE.md section 2; the released variant, output stride 32)::
+The network, top to bottom (docs/reference.md section 2; the released variant, output stride 32)::
 
     input (B, 4, H, W): ImageNet-normalised RGB + trimap / 255
     layer0  3x3 conv 4 -> 32            H      index0 pools -> H/2

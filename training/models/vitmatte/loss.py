@@ -1,4 +1,4 @@
-"""ViTMatte's training loss, as its official code computes it (REFERENCE.md section 5).
+"""ViTMatte's training loss, as its official code computes it (docs/reference.md section 5).
 
 The sum, each with weight 1, of four terms over an (B, 1, H, W) predicted and true alpha in
 [0, 1], where "unknown" is the trimap's unknown region (``unknown`` = 1 there):
@@ -16,7 +16,7 @@ Two departures from the official file, both deliberate. Its means over a region 
 crops; here the mean is computed directly, at any crop size (the same values at 512). And a
 batch with no unknown pixel (the official code divides by zero there) gives 0 for the unknown
 terms. The Sobel filters see the whole prediction, then the region is taken: the official code
-filters ``preds``, not ``preds * m`` (REFERENCE.md's wording suggests the latter; the code is
+filters ``preds``, not ``preds * m`` (docs/reference.md's wording suggests the latter; the code is
 what trained the released weights).
 """
 

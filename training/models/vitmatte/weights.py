@@ -128,8 +128,8 @@ def import_hf(folder: str | Path) -> VitMatte:
 
     Raises:
         ValueError: no such folder, no or unreadable ``config.json``, a model that is not
-            ViTMatte-S or -B as REFERENCE.md defines them (each differing entry named), or
-            weights that are missing or do not fit (named).
+            ViTMatte-S or -B as docs/reference.md section 5 defines them (each differing entry
+            named), or weights that are missing or do not fit (named).
     """
     folder = Path(folder)
     path = folder / "config.json"
@@ -169,7 +169,8 @@ def import_hf(folder: str | Path) -> VitMatte:
     ]
     if differ:
         raise ValueError(
-            f"{path}: not ViTMatte-{size} as REFERENCE.md defines it: " + "; ".join(differ)
+            f"{path}: not ViTMatte-{size} as docs/reference.md section 5 defines it: "
+            + "; ".join(differ)
         )
     t = _transformers()
     try:
