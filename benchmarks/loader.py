@@ -65,6 +65,9 @@ from training.data.decode_cache import MB, DecodeCache, plan_uses  # noqa: E402
 from training.data.order import epoch_order, worker_slots  # noqa: E402
 from training.data.stream import MattingStream  # noqa: E402
 from training.models.imagenet import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from training.models.registry import get_family  # noqa: E402
+
+make_input = get_family("indexnet").make_input  # the network input the benchmark composes
 
 H100_STEP_MS, H100_BATCH = 50.0, 16  # the target training step on one H100
 
@@ -234,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         hit_rates = {}
         for workers in (0, 1, 2):
             for name, stream in (
-                ("baseline", {"ship": "float", "cache_bytes": 0}),
+                ("baseline", {"ship": "float", "cache_bytes": 0, "make_input": make_input}),
                 ("ours", {}),
             ):
                 counts = torch.multiprocessing.get_context("fork").Array("q", 2)
@@ -248,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         sample = next(batches(iter(MattingStream(shards, t)), t.batch_size))
         start = time.perf_counter()
         for _ in range(5):
-            device_inputs(sample.tensors, torch.device("cpu"))
+            device_inputs(sample.tensors, torch.device("cpu"), make_input)
         compose_ms = (time.perf_counter() - start) / 5 / t.batch_size * 1000
 
         def per_process(name: str, workers: int) -> float:

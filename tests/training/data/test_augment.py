@@ -19,6 +19,7 @@ from training.data.augment import (
     to_tensors,
 )
 from training.models.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from training.models.indexnet.input import make_input
 
 
 def _cfg(**train):
@@ -90,7 +91,7 @@ def test_tensors_composite_and_normalisation():
         "alpha": rng.integers(0, 256, (8, 8), dtype=np.uint8),
         "trimap": rng.choice(np.array([0, 128, 255], np.uint8), (8, 8)),
     }
-    t = to_tensors(crops)
+    t = to_tensors(crops, make_input)
     assert t["image"].shape == (4, 8, 8) and t["alpha"].shape == (1, 8, 8)
     assert all(v.dtype == torch.float32 for v in t.values())
     a = t["alpha"]
@@ -169,9 +170,9 @@ def test_packed_crops_hold_every_plane_and_compose_as_one_sample_does():
         assert np.array_equal(planes[..., CROP_CHANNELS["bg"]].numpy(), crops["bg"])
         assert np.array_equal(planes[..., 6].numpy(), crops["alpha"])
         assert np.array_equal(planes[..., 7].numpy(), crops["trimap"])
-    batch = compose_batch(packed)
+    batch = compose_batch(packed, make_input)
     for i, crops in enumerate(samples):  # the batched step gives each sample's own tensors
-        for name, tensor in to_tensors(crops).items():
+        for name, tensor in to_tensors(crops, make_input).items():
             assert torch.equal(batch[name][i], tensor), name
     # and the same float math as written out by hand: merged = a * fg + (1 - a) * bg
     a = torch.from_numpy(samples[0]["alpha"]).float() / 255
@@ -210,7 +211,7 @@ def test_crops_from_matte_maps_equal_the_crops_without_them():
 def test_the_step_composes_on_the_device_what_the_cpu_composes():
     rng = np.random.default_rng(2)
     packed = torch.stack([pack_crops(_random_crops(rng, 64)) for _ in range(4)])
-    cpu = compose_batch(packed)
-    gpu = compose_batch(packed.cuda())
+    cpu = compose_batch(packed, make_input)
+    gpu = compose_batch(packed.cuda(), make_input)
     for name, tensor in cpu.items():
         assert torch.allclose(gpu[name].cpu(), tensor, rtol=0, atol=1e-6), name

@@ -18,6 +18,7 @@ from configs import load_config
 from shards.reader import ShardError, resolve_shards, shard_samples, tar_entries
 from training.data.batching import batches, device_inputs, make_loader
 from training.data.stream import MattingStream, check_order
+from training.models.indexnet.input import make_input
 
 
 def _train_cfg(**train):
@@ -220,7 +221,9 @@ def test_the_skip_policy_replaces_and_counts_and_keeps_the_step_count(shard_set,
     reasons = [reason for b in got for reason in b.skipped if reason]
     assert 0 < len(reasons) == skipped.value < 8
     cpu = torch.device("cpu")
-    assert all(torch.isfinite(device_inputs(b.tensors, cpu)["image"]).all() for b in got)
+    assert all(
+        torch.isfinite(device_inputs(b.tensors, cpu, make_input)["image"]).all() for b in got
+    )
     reference = _run(resolve_shards(str(shard_set)), batch=4)
     fine = [
         (key, digest)
@@ -240,7 +243,7 @@ def test_loader_items_are_uint8_crops_that_the_step_composes(shard_set):
     assert list(batch.tensors) == ["crops"]
     assert batch.tensors["crops"].shape == (2, 32, 32, 8)
     assert batch.tensors["crops"].dtype == torch.uint8
-    inputs = device_inputs(batch.tensors, torch.device("cpu"), channels_last=True)
+    inputs = device_inputs(batch.tensors, torch.device("cpu"), make_input, channels_last=True)
     assert inputs["image"].shape == (2, 4, 32, 32)
     assert inputs["image"].is_contiguous(memory_format=torch.channels_last)
     assert inputs["alpha"].shape == inputs["unknown"].shape == (2, 1, 32, 32)
@@ -260,10 +263,13 @@ def test_the_decode_cache_and_the_float_baseline_change_no_sample(shard_set):
     assert _run(shards, batch=4, cache_bytes=300_000) == reference  # room for a few only
     cfg = _train_cfg(batch_size=4)
     packed = MattingStream(shards, cfg)
-    floats = MattingStream(shards, cfg, ship="float", cache_bytes=0)
+    floats = MattingStream(shards, cfg, make_input=make_input, ship="float", cache_bytes=0)
     cpu = torch.device("cpu")
     for a, b in zip(batches(iter(packed), 4), batches(iter(floats), 4), strict=True):
-        composed, made = device_inputs(a.tensors, cpu), device_inputs(b.tensors, cpu)
+        composed, made = (
+            device_inputs(a.tensors, cpu, make_input),
+            device_inputs(b.tensors, cpu, make_input),
+        )
         assert a.keys == b.keys and composed.keys() == made.keys()
         assert all(torch.equal(composed[name], made[name]) for name in made)
     with pytest.raises(ValueError, match="ship must be uint8 or float"):

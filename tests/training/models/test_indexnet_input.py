@@ -36,5 +36,5 @@ def test_inference_and_training_inputs_are_the_formula_bit_for_bit():
         np.testing.assert_array_equal(planes[0].numpy(), formula)
     # training: a composite of fg == bg == the image is the image itself (crops are RGB)
     alpha = rng.integers(0, 256, (20, 24), dtype=np.uint8)
-    tensors = to_tensors({"fg": rgb, "bg": rgb, "alpha": alpha, "trimap": trimap})
+    tensors = to_tensors({"fg": rgb, "bg": rgb, "alpha": alpha, "trimap": trimap}, make_input)
     np.testing.assert_array_equal(tensors["image"].numpy(), formula)
