@@ -18,7 +18,7 @@ Each emitted sample is decoded (only ``fg``, ``bg``, ``alpha`` and ``json``: ``m
 (``sample_rng``), so its network input does not depend on who reads it or when. Items come out
 one sample at a time, step by step, in slot order; a ``DataLoader`` with ``batch_size=None``
 interleaves its workers round robin, which gives the rank's slice of each global batch in slot
-order, and ``batches()`` stacks each run of ``per_rank`` items into a batch.
+order, and ``training.data.batching.batches`` stacks each run of ``per_rank`` items into a batch.
 
 Under ``train.corrupt=skip`` a sample that cannot be read or decoded is replaced by the last
 good sample this reader gave (or, before any, by an all-zero sample whose empty unknown region

@@ -311,7 +311,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shard_set, tmp
     )
     with pytest.raises(
         TrainingError,
-        match=r"loss is not finite at epoch 0 step 2 .*before the "
+        match=r"loss is not finite at epoch 1 step 2 .*before the "
         r"update.*last good checkpoint is .*last\.pt",
     ):
         train(wild, RunOptions(str(shard_set), run, max_steps=10, loader_workers=0))
@@ -320,7 +320,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shard_set, tmp
     assert not list(run.rglob("*.tmp"))
     # resuming with another learning rate says that the saved schedule wins
     tame = _cfg("train.validate=false", "train.checkpoint_every=0", "train.backbone_lr_mult=1")
-    with pytest.raises(TrainingError, match="loss is not finite at epoch 0 step 2"):
+    with pytest.raises(TrainingError, match="loss is not finite at epoch 1 step 2"):
         train(tame, RunOptions(str(shard_set), run, resume=True, max_steps=10, loader_workers=0))
     assert "train.learning_rate: 1e+30 -> 0.01" in capsys.readouterr().err
     assert load_checkpoint(last)["step"] == 1
