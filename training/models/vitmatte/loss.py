@@ -16,8 +16,8 @@ Two departures from the official file, both deliberate. Its means over a region 
 crops; here the mean is computed directly, at any crop size (the same values at 512). And a
 batch with no unknown pixel (the official code divides by zero there) gives 0 for the unknown
 terms. The Sobel filters see the whole prediction, then the region is taken: the official code
-filters ``preds``, not ``preds * m`` (docs/reference.md's wording suggests the latter; the code is
-what trained the released weights).
+filters ``preds``, not ``preds * m`` (docs/reference.md section 5; the code is what trained the
+released weights).
 """
 
 from __future__ import annotations
