@@ -13,14 +13,14 @@ endif
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.indexnet-installed
 
-.PHONY: install demo test test-all lint format bench gpu-wheels clean
+.PHONY: install demo test test-all docs lint format bench gpu-wheels clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@if [ -n "$(TORCH)" ]; then $(PY) -m pip install -q "$(TORCH)"; fi
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,docs]"
 	@touch $(STAMP)
 
 demo: install
@@ -46,9 +46,16 @@ test: install
 		echo "no chromium: browser tests will be skipped"
 	$(PY) -m pytest -m "not slow" --durations=10
 
-# the default suite, then the tests marked slow (long real-process and fault-injection runs)
-test-all: test
+# the default suite, the documentation site, then the tests marked slow (long real-process and
+# fault-injection runs)
+test-all: test docs
 	$(PY) -m pytest -m slow --durations=10
+
+# the documentation site (mkdocs.yml, docs/*.md) into site/ (git-ignored); --strict fails on any
+# warning, broken links between pages and missing anchors included (the variable only silences
+# Material's banner about its successor)
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -72,4 +79,4 @@ gpu-wheels: install
 		$$(for p in $(GPU_WHEELS); do $(PY) -m pip show $$p | sed -n 's/^Version: /'$$p'==/p'; done)
 
 clean:
-	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(DEMO_DIR) site .pytest_cache .ruff_cache *.egg-info
