@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures of BENCHMARKS.md in one run (issue 13): under 8 minutes on one CUDA GPU.
+# The GPU figures of docs/benchmarks.md in one run (issue 13): under 8 minutes on one CUDA GPU.
 #
 #   bash benchmarks/gpu.sh                 # on a machine with a CUDA GPU
 #   bash benchmarks/gpu.sh --cpu-check     # here: the same steps, tiny, on the CPU

@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not on_gpu:
         # IndexNet in float32 in both memory formats: channels_last is what GPUs want, but on a
         # CPU the depthwise convolutions of the stride-1 encoder run slower in it
-        # (BENCHMARKS.md); ViTMatte (a ViT: no depthwise convolutions) contiguous, at batch 2
+        # (docs/benchmarks.md); ViTMatte (a ViT: no depthwise convolutions) contiguous, at batch 2
         vit = args.family == "vitmatte"
         batches = sorted({2} | ({args.batch} if not vit or args.batch != 16 else set()))
         formats = (False,) if vit else (True, False)

@@ -59,7 +59,7 @@ def dask_client(options: ClusterOptions, wait_seconds: float = 60) -> Iterator[C
         return
     # Dask's nanny gives workers MALLOC_TRIM_THRESHOLD_=65536, which turns off glibc's adaptive
     # mmap threshold: every image-sized buffer is then mapped and unmapped per sample, and
-    # compositing runs 26% slower (BENCHMARKS.md, Compositing). The nanny also writes its
+    # compositing runs 26% slower (docs/benchmarks.md, Compositing). The nanny also writes its
     # variables into this process's environment; it is restored on exit.
     saved_environ = dict(os.environ)
     try:

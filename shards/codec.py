@@ -4,7 +4,7 @@
 numpy subtraction, deflated by ISA-L, chunks checksummed. Encoding the merged image is most of
 a build's work (at zlib level 9 it is most of the reference's 20 hours); on 1.5-megapixel
 composites this writer is 3.4x-7.3x faster than libpng at zlib level 1 with 5% smaller files,
-and 100x-253x faster than level 9 (BENCHMARKS.md, Compositing, on two 2-core VMs). The output
+and 100x-253x faster than level 9 (docs/benchmarks.md, Compositing, on two 2-core VMs). The output
 is byte-identical for the same inputs, level and ISA-L build.
 
 Arrays are uint8 and channel-last; colour is RGB, the project's one colour convention (OpenCV

@@ -11,7 +11,7 @@ Images larger than ``max_pixels`` are predicted in overlapping tiles (each refle
 same way), blended with linear ramps where they overlap, so memory stays bounded; tiles without
 an unknown pixel are skipped, since every pixel there is forced to 0 or 1 anyway. A tile sees
 less context than the whole image (ASPP's global pooling, the encoder's receptive field), which
-is what tiling can cost in accuracy (BENCHMARKS.md measures it).
+is what tiling can cost in accuracy (docs/benchmarks.md measures it).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def enable_huge_pages() -> None:
     Full-resolution activations are hundreds of megabytes, allocated and freed at every forward
     pass; with 4 KB pages half of the CPU time of a 1.5 MP forward went to page faults, and
     ``THP_MEM_ALLOC_ENABLE=1`` (read by PyTorch at allocation time) makes it 1.54x as fast on
-    the CPU (BENCHMARKS.md, Inference: 7.0 s against 10.8 s per 1.5 MP image). The commands
+    the CPU (docs/benchmarks.md, Inference: 7.0 s against 10.8 s per 1.5 MP image). The commands
     that run the model call this.
     """
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")

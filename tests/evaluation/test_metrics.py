@@ -24,7 +24,7 @@ from benchmarks.metrics_reference import (
 from shards.metrics import METRICS, all_metrics, conn, grad, mse, sad, to_uint8
 from tests.conftest import GOLDEN
 
-REL = 1e-15  # the README's bar: agreement with the MATLAB definitions within 1e-15 relative
+REL = 1e-15  # docs/evaluation.md's bar: agreement with the MATLAB definitions within 1e-15 relative
 # (measured: at most 6.9e-16, Grad; SAD, MSE and Conn 2-3e-16)
 
 

@@ -416,7 +416,7 @@ def test_the_page_paints_a_trimap_and_predicts_what_indexnet_predict_does(
         assert browser.find_element("id", "error").text == ""
         ARTIFACTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "serve.png"))
-        if os.environ.get("INDEXNET_UPDATE_DOCS") == "1":  # regenerate README's screenshot
+        if os.environ.get("INDEXNET_UPDATE_DOCS") == "1":  # regenerate docs/serve.png
             DOCS.mkdir(exist_ok=True)
             shutil.copyfile(ARTIFACTS / "serve.png", DOCS / "serve.png")
         ids = ["download-alpha", "download-cutout", "download-trimap"]

@@ -90,7 +90,7 @@ def test_large_images_go_in_tiles_and_skip_known_ones(model):
     assert tiled.shape == whole.shape and tiled.dtype == np.uint8
     assert (tiled[trimap == 0] == 0).all() and (tiled[trimap == 255] == 255).all()
     # Same model, less context: a tile sees 64x64 of the image, and this untrained network
-    # leans on context (ASPP's global pooling) far more than the trained one of BENCHMARKS.md
+    # leans on context (ASPP's global pooling) far more than the trained one of docs/benchmarks.md
     # ("Inference": 0.31 levels on average at the default 1536-pixel tile, 1.30 at 512), so
     # that figure cannot bound it. Measured here (torch 2.13, CPU): 12.8 levels on average
     # (12.0-13.7 for image seeds 1-5); 16 leaves a quarter for other BLAS/oneDNN builds. The
