@@ -1,4 +1,5 @@
-"""configs: defaults, merging, nested overrides, every validation error, the old key names.
+"""configs: defaults, merging, nested overrides, every validation error, the old key names, and
+docs/configuration.md against the schema.
 
 ``tests/configs/v2/`` holds what version 2 (before issue 24's sections) wrote: its three config
 files, byte for byte, and ``recorded.json``, a config it resolved and recorded (as a shard set's
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -30,10 +32,11 @@ from configs import (
     config_from_dict,
     load_config,
 )
-from configs.schema import RETIRED, all_keys, flatten, upgrade
+from configs.schema import DEFAULT_CONFIG, RETIRED, all_keys, flatten, upgrade
 from tests.conftest import REPO
 
 V2 = REPO / "tests" / "configs" / "v2"
+DOCS = REPO / "docs" / "configuration.md"
 
 
 def test_defaults_hold_the_reference_recipe():
@@ -369,3 +372,53 @@ def test_an_old_key_on_the_command_line_is_one_line_on_stderr(tmp_path):
     assert result.stderr == "warning: --set: train.learning_rate is now optim.learning_rate\n"
     shown = yaml.safe_load(result.stdout)
     assert shown["optim"]["learning_rate"] == 0.5 and shown["train"]["epochs"] == 3
+
+
+# -- docs/configuration.md and configs/default.yaml ----------------------------------------------
+
+
+def _doc_tables() -> list[list[list[str]]]:
+    """Every Markdown table of docs/configuration.md: its rows (header and rule left out), cells
+    stripped of surrounding backquotes."""
+    tables, rows = [], []
+    for line in DOCS.read_text().splitlines() + [""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+            rows.append([c[1:-1] if c.startswith("`") and c.endswith("`") else c for c in cells])
+        elif rows:
+            tables.append(rows[2:])
+            rows = []
+    return tables
+
+
+def test_the_docs_list_every_key_with_default_yamls_default():
+    tables = _doc_tables()
+    documented = [row for rows in tables if len(rows[0]) == 3 for row in rows]
+    keys = [key for key, _, _ in documented]
+    assert keys == list(all_keys())  # every key, once, in the schema's order
+    defaults = flatten(yaml.safe_load(DEFAULT_CONFIG.read_text()))
+    for key, default, meaning in documented:
+        assert yaml.safe_load(default) == defaults[key], key
+        assert meaning, key
+
+
+def test_the_docs_list_the_old_names_as_the_table_does():
+    (renamed,) = [rows for rows in _doc_tables() if len(rows[0]) == 2]
+    assert dict(renamed) == RENAMED and len(renamed) == len(RENAMED)
+
+
+def test_default_yaml_sets_and_comments_every_key():
+    text = DEFAULT_CONFIG.read_text()
+    assert list(flatten(yaml.safe_load(text))) == list(all_keys())
+    for line in text.splitlines():
+        if re.match(r"^\s*[a-z_0-9]+:", line):
+            assert "#" in line, f"configs/default.yaml: no comment on {line.strip()!r}"
+
+
+@pytest.mark.parametrize("name", ["demo", "vitmatte"])
+def test_the_recipe_files_use_the_new_names(name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_config(REPO / "configs" / f"{name}.yaml")
+    text = (REPO / "configs" / f"{name}.yaml").read_text()
+    assert "ignores" not in text and not set(flatten(yaml.safe_load(text))) & set(RENAMED)
