@@ -134,9 +134,9 @@ def main(argv: list[str] | None = None) -> dict:
         milestone = max(1, round(args.decay_at * epochs))  # anneal once, late in the run
         recipe = ROOT / "configs" / "vitmatte.yaml" if args.family == "vitmatte" else None
         family_sets = (
-            [f"train.warmup_iters={args.warmup_iters}"]
+            [f"optim.warmup_iters={args.warmup_iters}"]
             if args.family == "vitmatte"
-            else ["train.backbone_lr_mult=1", "train.freeze_encoder_bn=false"]
+            else ["optim.backbone_lr_mult=1", "model.indexnet.freeze_encoder_bn=false"]
         )
         cfg = load_config(
             recipe,
@@ -144,16 +144,16 @@ def main(argv: list[str] | None = None) -> dict:
                 *family_sets,
                 f"train.seed={args.seed}",
                 f"train.batch_size={args.batch_size}",
-                f"train.input_size={args.input_size}",
-                f"train.crop_sizes={args.crop_sizes}",
-                f"train.learning_rate={args.learning_rate}",
-                "train.lr_factors=[]",
-                "train.log_every=10",
-                "train.checkpoint_every=0",
-                f"train.milestones=[{milestone}]",
+                f"augment.input_size={args.input_size}",
+                f"augment.crop_sizes={args.crop_sizes}",
+                f"optim.learning_rate={args.learning_rate}",
+                "optim.lr_factors=[]",
+                "runtime.log_every=10",
+                "runtime.checkpoint_every=0",
+                f"optim.milestones=[{milestone}]",
                 f"train.epochs={epochs}",
-                "train.shuffle_window=16",
-                f"train.validate_every={args.validate_every}",
+                "loader.shuffle_window=16",
+                f"validation.every={args.validate_every}",
             ],
         )
         run = root / "run"
@@ -201,9 +201,9 @@ def main(argv: list[str] | None = None) -> dict:
             "crop_sizes": json.loads(args.crop_sizes),
             "learning_rate": args.learning_rate,
             "lr_x0.1_at_epoch": milestone,
-            "optimizer": cfg.train.optimizer,
-            "warmup_iters": cfg.train.warmup_iters,
-            "weight_decay": cfg.train.weight_decay,
+            "optimizer": cfg.optim.optimizer,
+            "warmup_iters": cfg.optim.warmup_iters,
+            "weight_decay": cfg.optim.weight_decay,
             "seconds": round(spent, 1),
             "ms_per_step": round(1000 * spent / max(summary.step, 1), 1),
         },

@@ -48,7 +48,7 @@ else  # the same commands, small enough for 2 CPU cores
     INFER_ARGS=(--device cpu --foregrounds 2 --bgs-per-val-fg 1)
 fi
 SMALL=()
-[[ $MODE == cpu ]] && SMALL=(--set train.crop_sizes=[64] --set train.small_image_min_side=100)
+[[ $MODE == cpu ]] && SMALL=(--set augment.crop_sizes=[64] --set augment.small_image_min_side=100)
 
 echo "== the device composes what the CPU composes (tests/test_augment.py)" >&2
 $PY -m pytest -q -p no:cacheprovider tests/test_augment.py > "$LOGS/compose-test.log" 2>&1
@@ -84,8 +84,8 @@ done
 $PY -m torch.distributed.run --standalone --nproc-per-node 1 -m training \
     --shards "http://127.0.0.1:$PORT/" --out "$WORK/train" --device "$DEVICE" \
     --max-steps "$TRAIN_STEPS" --batch-size "$BATCH" --input-size "$INPUT" "${SMALL[@]}" \
-    --set train.bf16=true --set train.channels_last=true --set train.validate=false \
-    --set train.log_every=1 > "$LOGS/train.log" 2>&1
+    --set runtime.bf16=true --set runtime.channels_last=true --set validation.enabled=false \
+    --set runtime.log_every=1 > "$LOGS/train.log" 2>&1
 cp "$WORK/train/train.jsonl" "$LOGS/train.jsonl"
 
 echo "== benchmarks/model.py" >&2

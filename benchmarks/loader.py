@@ -134,10 +134,10 @@ def _loader_rate(shards, cfg, workers: int, repeats: int, counts=None, **stream)
 
     def run() -> tuple[int, float]:  # samples after the first batch, and their seconds
         s = MattingStream(shards, cfg, cache_counts=counts, **stream)
-        got = batches(iter(make_loader(s, workers)), cfg.batch_size)
+        got = batches(iter(make_loader(s, workers)), cfg.train.batch_size)
         next(got)  # start-up (worker processes, first reads) is not timed
         start = time.perf_counter()
-        n = sum(cfg.batch_size for _ in got)
+        n = sum(cfg.train.batch_size for _ in got)
         return n, time.perf_counter() - start
 
     best = math.inf
@@ -171,14 +171,15 @@ def default_layout_hit_rate(cfg, workers: int, decoded_bytes: int) -> dict:
         )
         for j in range(len(counts))
     )
-    epoch = epoch_order(tuple(counts), cfg.seed, 0, cfg.batch_size, cfg.shuffle_window)
+    t, loader = cfg.train, cfg.loader
+    epoch = epoch_order(tuple(counts), t.seed, 0, t.batch_size, loader.shuffle_window)
     hits = lookups = 0
     per_member = {"fg": decoded_bytes * 3 // 4, "alpha": decoded_bytes // 4}
     for worker in range(workers):
-        streams = [epoch.streams[slot] for slot in worker_slots(cfg.batch_size, worker, workers)]
+        streams = [epoch.streams[slot] for slot in worker_slots(t.batch_size, worker, workers)]
         refs = [stream.at(step) for step in range(epoch.steps) for stream in streams]
         cache = DecodeCache(
-            cfg.decode_cache_mb * MB, lambda name, _: np.empty(per_member[name], np.uint8)
+            loader.decode_cache_mb * MB, lambda name, _: np.empty(per_member[name], np.uint8)
         )
         for use in plan_uses(refs, layout):
             for name in ("fg", "alpha"):
@@ -188,9 +189,9 @@ def default_layout_hit_rate(cfg, workers: int, decoded_bytes: int) -> dict:
         "samples": len(sequence),
         "foregrounds": fgs,
         "samples_per_shard": per_shard,
-        "global_batch": cfg.batch_size,
+        "global_batch": t.batch_size,
         "loader_workers": workers,
-        "decode_cache_mb": cfg.decode_cache_mb,
+        "decode_cache_mb": loader.decode_cache_mb,
         "decoded_mb_per_foreground": round(decoded_bytes / MB, 2),
         "hit_rate": round(hits / lookups, 4),
     }
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"building {per_fg * (args.foregrounds - 1)} train samples in {out}")
         assert build(data_dir, bg_dir, cfg, out, ClusterOptions(workers=2)).complete
         shards = resolve_shards(str(out))
-        t = cfg.train
+        t, aug = cfg.train, cfg.augment
         records = [
             json.loads(raw.files["json"])
             for url in shards.urls
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             rng = np.random.default_rng(0)
             n = 0
             for files in wds.WebDataset(list(shards.urls), shardshuffle=False):
-                assert plain_sample(files, t, rng).shape == (t.input_size, t.input_size, 4)
+                assert plain_sample(files, aug, rng).shape == (aug.input_size, aug.input_size, 4)
                 n += 1
             return n
 
@@ -241,14 +242,14 @@ def main(argv: list[str] | None = None) -> int:
                 ("ours", {}),
             ):
                 counts = torch.multiprocessing.get_context("fork").Array("q", 2)
-                got = _loader_rate(shards, t, workers, args.repeats, counts, **stream)
+                got = _loader_rate(shards, cfg, workers, args.repeats, counts, **stream)
                 rates[f"{name}_{workers}"] = got
                 if name == "ours":
                     hit_rates[f"{workers}_workers"] = round(counts[0] / counts[1], 4)
                 log(f"{name} with {workers} loader worker(s): {got:.1f} samples/s")
-        uncached = _loader_rate(shards, t, 1, args.repeats, cache_bytes=0)
+        uncached = _loader_rate(shards, cfg, 1, args.repeats, cache_bytes=0)
         log(f"ours without the decode cache, 1 loader worker: {uncached:.1f} samples/s")
-        sample = next(batches(iter(MattingStream(shards, t)), t.batch_size))
+        sample = next(batches(iter(MattingStream(shards, cfg)), t.batch_size))
         start = time.perf_counter()
         for _ in range(5):
             device_inputs(sample.tensors, torch.device("cpu"), make_input)
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
 
         needed = H100_BATCH / (H100_STEP_MS / 1000)
         decoded = int(megapixels * 1e6 * 4)  # RGB + alpha bytes of a decoded foreground
-        default = default_layout_hit_rate(t, 4, decoded)
+        default = default_layout_hit_rate(cfg, 4, decoded)
         # the time per sample is linear in the hit rate: from the two measured points (the
         # bench set's rate, and no cache) to the default layout's rate
         measured = hit_rates["1_workers"]
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": {"cpus": os.cpu_count(), "cpu": cpu_model()},
             "samples": shards.total,
             "mean_megapixels": round(megapixels, 3),
-            "input_size": t.input_size,
+            "input_size": aug.input_size,
             "batch_size": t.batch_size,
             "plain_pil_samples_per_s": round(rates["plain"], 2),
             "per_process_samples_per_s": {

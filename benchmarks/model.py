@@ -62,7 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--family", choices=sorted(RECIPES), default="indexnet")
     parser.add_argument(
-        "--variant", default=None, help="model.size of the family (vitmatte: small or base)"
+        "--variant",
+        default=None,
+        help="model.vitmatte.size of the family (vitmatte: small or base)",
     )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument(
@@ -81,8 +83,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def recipe(family: str, variant: str | None):
-    """The family's training recipe (configs/), with ``model.size`` when given."""
-    sets = [f"model.family={family}"] + ([f"model.size={variant}"] if variant else [])
+    """The family's training recipe (configs/), with ``model.vitmatte.size`` when given."""
+    sets = [f"model.family={family}"] + ([f"model.vitmatte.size={variant}"] if variant else [])
     return load_config(RECIPES[family], sets)
 
 
@@ -158,10 +160,10 @@ def train_step_case(
     torch.manual_seed(0)
     family = get_family(cfg.model.family)
     model = build_model(cfg.model).to(device).train()
-    family.freeze_norm(model, cfg.train.freeze_encoder_bn)
+    family.freeze_norm(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg.optim)
     forward = torch.compile(model, mode=compile_mode) if compile_mode else model
     data = make_batch(batch, size, device, channels_last)
 
@@ -169,7 +171,7 @@ def train_step_case(
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             pred = forward(data["image"])
-        loss = family.loss(pred.float(), data, cfg.loss)["loss"]
+        loss = family.loss(pred.float(), data, cfg.model)["loss"]
         loss.backward()
         optimizer.step()
 
@@ -283,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
         "torch": torch.__version__,
         "model": model_facts,
         "step": "zero_grad + forward + the family's loss + backward + its optimiser's step",
-        "optimizer": cfg.train.optimizer,
+        "optimizer": cfg.optim.optimizer,
         "steps": steps,
         "warmup": warmup,
     }

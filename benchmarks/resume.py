@@ -43,7 +43,7 @@ def first_batch_seconds(shards, cfg, start: int, repeats: int) -> float:
     for _ in range(repeats):
         began = time.perf_counter()
         stream = MattingStream(shards, cfg, start_step=start)
-        next(batches(iter(make_loader(stream, 0)), cfg.batch_size))
+        next(batches(iter(make_loader(stream, 0)), cfg.train.batch_size))
         best = min(best, time.perf_counter() - began)
     return best
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         out = root / "shards"
         assert build(data.data_dir, data.bg_dir, cfg, out, ClusterOptions(workers=2)).complete
-        t = load_config(overrides=["train.input_size=64", "train.crop_sizes=[64]"]).train
+        t = load_config(overrides=["augment.input_size=64", "augment.crop_sizes=[64]"])
         result = {"machine": {"cpus": os.cpu_count(), "cpu": cpu_model()}}
         with serve_directory(out.parent) as base:
             for name, spec in (("file", str(out)), ("http", base + "shards/")):
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     for pct in (0, 50, 90)
                 }
-        result["global_batch"] = t.batch_size
+        result["global_batch"] = t.train.batch_size
         print(json.dumps(result, indent=1))
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -8,14 +8,35 @@ typer settings, ``fail()`` prints an error and gives the exit to raise, and ``Co
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import typer
 import yaml
 
-from configs.schema import ConfigError, load_config
+from configs.schema import ConfigError, RenamedKeyWarning, load_config
 
 EXIT_USAGE = 2  # bad options, config, inputs: nothing was done (or written)
+
+_format_warning = warnings.formatwarning
+
+
+def _plain_renamed(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """A config's old key name (``RenamedKeyWarning``) as ``warning: <file or --set>: <old> is
+    now <new>`` on stderr, without the source line Python's format adds; others as before."""
+    if issubclass(category, RenamedKeyWarning):
+        return f"warning: {message}\n"
+    return _format_warning(message, category, filename, lineno, line)
+
+
+# every command group imports this module, so every command's warnings read so
+warnings.formatwarning = _plain_renamed
 
 
 def group(name: str, help: str | None = None, no_args_is_help: bool = True) -> typer.Typer:
@@ -52,7 +73,8 @@ SetOption = typer.Option(
     [],
     "--set",
     "-s",
-    help="Override one value: section.key=value (repeatable), e.g. train.epochs=5.",
+    help="Override one value: section.key=value (repeatable), e.g. train.epochs=5 or "
+    "model.indexnet.output_stride=16.",
 )
 
 

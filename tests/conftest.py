@@ -13,6 +13,20 @@ REPO = Path(__file__).resolve().parent.parent  # the repository's root
 GOLDEN = REPO / "tests" / "golden"  # stored golden values and the scripts that make them
 
 
+def version_2_config(values: dict) -> dict:
+    """A config dict (``Config.to_dict()``) as version 2 recorded the same config: the sections
+    data, train, loss and model (flat), every key by its old name (``configs.RENAMED``)."""
+    from configs import RENAMED
+    from configs.schema import flatten
+
+    old_name = {new: old for old, new in RENAMED.items()}
+    nested: dict = {}
+    for key, value in flatten(values).items():
+        section, name = old_name.get(key, key).split(".")  # every old key was section.key
+        nested.setdefault(section, {})[name] = value
+    return nested
+
+
 @pytest.fixture(scope="session")
 def sample_data(tmp_path_factory: pytest.TempPathFactory) -> SampleDataSummary:
     """Six foregrounds and 48 backgrounds from the sample-data generator (read-only: copy first)."""

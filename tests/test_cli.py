@@ -62,7 +62,9 @@ def test_sample_data_command(tmp_path):
 
 def test_config_show_resolves_overrides(yaml_file):
     path = yaml_file("train:\n  epochs: 4\n")
-    result = runner.invoke(app, ["config", "show", "--config", str(path), "--set", "loss.eps=1e-3"])
+    result = runner.invoke(
+        app, ["config", "show", "--config", str(path), "--set", "model.indexnet.loss.eps=1e-3"]
+    )
     assert result.exit_code == 0, result.output
     assert "epochs: 4" in result.output and "eps: 0.001" in result.output
 

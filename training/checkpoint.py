@@ -1,13 +1,22 @@
 """Our checkpoints: write a model (and a trainer's state) atomically, read it back safely.
 
-A checkpoint is a dict ``{"format": "indexnet-checkpoint", "version": 2, "family": name,
+A checkpoint is a dict ``{"format": "indexnet-checkpoint", "version": 3, "family": name,
 "model": state_dict, "model_config": {...}, "config": {...} or None, ...}``; a trainer adds its
 own entries (optimizer, scheduler, epoch, step, rng) beside them. Written atomically
 (``shards.atomic``), read with ``torch.load(weights_only=True)`` (``training.models.weights``).
+``model_config`` is the network's ``ModelConfig`` (``family`` and one section per family:
+``{"family": "indexnet", "indexnet": {...}, "vitmatte": {"size": ...}}``), ``config`` the run's
+whole resolved config (``Config.to_dict()``), both nested as configs/default.yaml is.
 
-The network is rebuilt by its family's registry entry (``training.models.registry``): version 2
-records the family at the top level (and in ``model_config``); a version-1 file names none and
-is the default family's (IndexNet). A family this code does not know is refused by name.
+Versions: 3, configs in sections by concern and per family (issue 24); 2 (before), the same
+entries with the older, flatter configs (``model_config`` like ``{"family": "indexnet", "size":
+"small", "index_block": "m2o", ...}``, ``config`` with ``train``, ``loss`` and ``model``
+sections); 1, no ``family`` entry (IndexNet only). ``load_checkpoint`` gives every version's
+configs in the current shape, old names mapped through ``configs.schema.RENAMED``, silently.
+
+The network is rebuilt by its family's registry entry (``training.models.registry``): versions
+2 and 3 record the family at the top level (and in ``model_config``); a version-1 file names
+none and is the default family's (IndexNet). A family this code does not know is refused by name.
 ``load_for_inference`` also takes a family's released weights (IndexNet's
 ``indexnet_matting.pth.tar``), so that a user can score the released model directly.
 """
@@ -23,13 +32,14 @@ import torch
 from torch import nn
 
 from configs import Config, ConfigError, ModelConfig, config_from_dict
+from configs.schema import upgrade
 from shards.atomic import atomic_file
 from training.models.build import import_folder
 from training.models.family import DEFAULT_FAMILY
 from training.models.registry import family_of, get_family
 from training.models.weights import FORMAT, load_strict, read_weights
 
-VERSION = 2  # 2: the "family" entry; 1: IndexNet only, no family recorded
+VERSION = 3  # 3: configs by concern and per family; 2: the "family" entry; 1: IndexNet only
 _RESERVED = ("format", "version", "family", "model", "model_config", "config")
 
 
@@ -81,7 +91,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     Returns:
         The checkpoint dict: ``family``, ``model`` (state dict on the CPU), ``model_config``
         (with its ``family``), ``config`` and whatever the writer added. A version-1 file gets
-        the family it was written as, ``DEFAULT_FAMILY``.
+        the family it was written as, ``DEFAULT_FAMILY``; an older version's ``model_config``
+        and ``config`` come in the current shape (``configs.schema.upgrade``).
 
     Raises:
         ValueError: no such file, not a PyTorch file, pickled objects, not our format or
@@ -91,7 +102,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def _checked(ckpt: Any, path: str | Path) -> dict[str, Any]:
-    """``ckpt`` if it is ours, of a version and family we read; a version-1 file's family filled in.
+    """``ckpt`` if it is ours, of a version and family we read; a version-1 file's family filled
+    in, an older version's configs in the current shape (silently: a reader cannot edit them).
 
     Raises:
         ValueError: not our format, a newer version, no model, or an unknown family (named).
@@ -124,12 +136,15 @@ def _checked(ckpt: Any, path: str | Path) -> dict[str, Any]:
         get_family(family)
     except ValueError as exc:  # e.g. written by a newer version with more families
         raise ValueError(f"{path}: {exc}") from None
-    ckpt["model_config"] = {**ckpt["model_config"], "family": family}
+    ckpt["model_config"] = upgrade({"model": {**ckpt["model_config"], "family": family}})["model"]
+    if isinstance(ckpt.get("config"), dict):
+        ckpt["config"] = upgrade(ckpt["config"])
     return ckpt
 
 
 def model_config_from(values: Mapping[str, Any], source: str = "model_config") -> ModelConfig:
-    """Validate a recorded ``model_config`` dict back into a ``ModelConfig``."""
+    """Validate a recorded ``model_config`` dict (of any checkpoint version) back into a
+    ``ModelConfig``."""
     try:
         return config_from_dict({"model": dict(values)}).model
     except ConfigError as exc:

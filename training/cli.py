@@ -14,6 +14,7 @@ import typer
 
 from configs import ConfigError, load_config
 from configs.cli import ConfigOption, SetOption, fail, group
+from configs.schema import all_keys
 
 model_app = group(
     "model",
@@ -146,17 +147,33 @@ def summary(
 # -- indexnet train ---------------------------------------------------------------------------
 
 
+# the sections a bare --set key=value of `indexnet train` may name a key of
+BARE_SECTIONS = ("train", "optim", "augment", "loader", "runtime")
+
+
 def _train_overrides(
     overrides: list[str],
     epochs: int | None,
     batch_size: int | None,
     input_size: int | None,
 ) -> list[str]:
-    """``--set`` values (a bare ``key=value`` means ``train.key``) plus the shortcut options."""
-    sets = [s if "." in s.partition("=")[0] else f"train.{s}" for s in overrides]
-    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("input_size", input_size)):
-        if value is not None:
-            sets.append(f"train.{key}={value}")
+    """``--set`` values plus the shortcut options. A bare ``key=value`` names the key of
+    ``BARE_SECTIONS`` that has it, else ``train.key`` (what a bare key meant before issue 24's
+    sections: an old name is mapped, and warned about, as ``configs.schema.RENAMED`` says)."""
+    known = all_keys()
+    sets = []
+    for text in overrides:
+        key = text.partition("=")[0].strip()
+        if "." not in key:
+            section = next((s for s in BARE_SECTIONS if f"{s}.{key}" in known), "train")
+            text = f"{section}.{text.strip()}"
+        sets.append(text)
+    shortcuts = (
+        ("train.epochs", epochs),
+        ("train.batch_size", batch_size),
+        ("augment.input_size", input_size),
+    )
+    sets += [f"{key}={value}" for key, value in shortcuts if value is not None]
     return sets
 
 
@@ -248,7 +265,8 @@ def train_command(
         [],
         "--set",
         "-s",
-        help="Override one value: section.key=value, or key=value for train.key (repeatable).",
+        help="Override one value: section.key=value (repeatable), or key=value for a key of "
+        "train, optim, augment, loader or runtime.",
     ),
     backbone: Path | None = typer.Option(
         None,
@@ -267,7 +285,9 @@ def train_command(
         None, "--batch-size", help="Batch per device [default: train.batch_size, 16]."
     ),
     input_size: int | None = typer.Option(
-        None, "--input-size", help="Network input side, a multiple of 32 [default: 320]."
+        None,
+        "--input-size",
+        help="Network input side, a multiple of 32 [default: augment.input_size, 320].",
     ),
     loader_workers: int | None = typer.Option(
         None,
@@ -293,7 +313,7 @@ def train_command(
         help="Run only the data path (the same order, augmentation and loader processes, "
         "batches moved to --device and composed there), no model, for --max-steps steps "
         "[default: one epoch]; print samples/s per loader process and how many a GPU at "
-        "train.target_step_ms needs; write RUN_DIR/data_only.json.",
+        "loader.target_step_ms needs; write RUN_DIR/data_only.json.",
     ),
 ) -> None:
     """Train a matting model on a shard set: IndexNet with the reference recipe
@@ -302,7 +322,7 @@ def train_command(
     Run it directly for one process, or under torchrun for DDP (NCCL on GPUs, gloo on CPUs):
     torchrun --nproc-per-node 8 -m training --shards ... --out ... (or the path of the
     indexnet script followed by train). Writes RUN_DIR/checkpoints/last.pt (every epoch and
-    every train.checkpoint_every steps), best.pt (by validation Grad), train.jsonl and
+    every runtime.checkpoint_every steps), best.pt (by validation Grad), train.jsonl and
     config.yaml. --resume, or a torchrun restart, continues from last.pt. --data-only times the
     data path alone, to size --loader-workers for a GPU. Exit code 0: done;
     1: training stopped (non-finite loss, corrupt shard); 2: bad options, config or shards.
@@ -330,7 +350,7 @@ def train_command(
             if rank == 0:
                 typer.echo(f"{report.summary()}\nreport: {out / REPORT_NAME}")
             return
-        progress = _RichTrainProgress(cfg.train.log_every) if rank == 0 else None
+        progress = _RichTrainProgress(cfg.runtime.log_every) if rank == 0 else None
         summary = train(cfg, options, progress)
     except (ConfigError, ValueError) as exc:
         raise fail(exc) from None

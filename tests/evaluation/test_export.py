@@ -15,7 +15,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from configs import ModelConfig
+from configs import IndexNetConfig, ModelConfig
 from evaluation import export as export_module
 from evaluation.cli import ExportFormat
 from evaluation.export import (
@@ -194,7 +194,11 @@ def test_torchscript_refuses_sizes_that_are_not_multiples_of_32(tmp_path):
 
 def test_a_variant_exports_at_multiples_of_its_own_stride(tmp_path):
     torch.manual_seed(2)
-    cfg = ModelConfig(index_block="holistic", output_stride=16, decoder_conv="dep_sep_conv")
+    cfg = ModelConfig(
+        indexnet=IndexNetConfig(
+            index_block="holistic", output_stride=16, decoder_conv="dep_sep_conv"
+        )
+    )
     model = IndexNet(cfg)
     report = export_model(model, "torchscript", tmp_path / "os16.pt", check_sizes=[(48, 80)])
     assert report.checked_sizes == ((64, 96), (48, 80)) and report.max_abs_diff < TOLERANCE

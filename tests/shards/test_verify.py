@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tarfile
+import warnings
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,6 +22,7 @@ from shards.index import read_index
 from shards.info import describe
 from shards.verify import verify
 from shards.writer import sha256_file
+from tests.conftest import version_2_config
 
 runner = CliRunner()
 TRAIN0 = "train/train-000000.tar"
@@ -95,6 +97,20 @@ def test_flipped_byte(damaged, built, sample_data):
     summary = _repair(damaged, sample_data)
     assert summary.rebuilt == [TRAIN0] and summary.ok
     assert sha256_file(damaged / TRAIN0) == sha256_file(built / TRAIN0)
+
+
+def test_a_set_indexed_by_version_2_repairs_to_the_same_bytes(damaged, built, sample_data):
+    """index.json of a set built before issue 24 records its config in the old shape (train,
+    loss, a flat model section); repair reads it through configs.RENAMED, silently."""
+    body = json.loads((damaged / "index.json").read_text())
+    body["config"] = version_2_config(body["config"])
+    assert "loss" in body["config"] and "optim" not in body["config"]
+    (damaged / "index.json").write_text(json.dumps(body))
+    (damaged / TRAIN1).unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        assert _repair(damaged, sample_data).ok
+    assert sha256_file(damaged / TRAIN1) == sha256_file(built / TRAIN1)
 
 
 def test_truncated_shard(damaged, sample_data):

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from configs import TrainConfig
+from configs import AugmentConfig
 from shards.mattes import TRIMAP_BACKGROUND, TRIMAP_FOREGROUND, TRIMAP_UNKNOWN, trimap_from_alpha
 
 
@@ -59,7 +59,7 @@ def crop_sample(
     fg: np.ndarray,
     bg: np.ndarray,
     alpha: np.ndarray,
-    cfg: TrainConfig,
+    cfg: AugmentConfig,
     rng: np.random.Generator,
     maps: MatteMaps | None = None,
 ) -> dict[str, np.ndarray]:
@@ -69,7 +69,7 @@ def crop_sample(
         fg: (H, W, 3) uint8 RGB foreground.
         bg: (H, W, 3) uint8 RGB background already fitted to the foreground.
         alpha: (H, W) uint8 matte.
-        cfg: the train config (input_size, crop_sizes, trimap_radius, ...).
+        cfg: the ``augment`` section (input_size, crop_sizes, trimap_radius, ...).
         rng: the sample's random generator.
         maps: ``matte_maps(alpha)``, when made already: the same result, without the distance
             transform of the crop's window.

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader
 
-from configs import TrainConfig
+from configs import Config
 from shards.reader import ShardList, ShardSamples
 from training.data.augment import compose_batch
 from training.data.stream import MattingStream
@@ -117,7 +117,7 @@ def make_loader(stream: MattingStream, workers: int) -> DataLoader:
 
 def epoch_batches(
     shards: ShardList,
-    cfg: TrainConfig,
+    cfg: Config,
     rank: int,
     world_size: int,
     epoch: int,
@@ -137,10 +137,10 @@ def epoch_batches(
         world_size,
         epoch,
         start_step,
-        cfg.corrupt,
+        cfg.loader.corrupt,
         skipped,
-        digests=cfg.log_batches,
+        digests=cfg.runtime.log_batches,
         layout=layout,
         cache_counts=cache_counts,
     )
-    return batches(iter(make_loader(stream, workers)), cfg.batch_size, pin)
+    return batches(iter(make_loader(stream, workers)), cfg.train.batch_size, pin)

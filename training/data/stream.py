@@ -9,7 +9,7 @@ Each loader worker (or the training process, with no workers) reads the canonica
 its slots (``training.data.order.worker_slots``): per stream a forward pass over a few consecutive
 shards, each run of samples read with one request (``open_shard``: a seek on a file, an HTTP
 ``Range`` request, a ``pipe:`` read and dropped up to the run). Undecoded samples wait in the
-stream's shuffle window until the order emits them, so at most ``train.shuffle_window`` raw
+stream's shuffle window until the order emits them, so at most ``loader.shuffle_window`` raw
 samples per stream are held. A resumed stream reads only what it has still to give: the few
 samples that were waiting in its window, each with a small read, then the rest in one pass.
 
@@ -20,7 +20,7 @@ one sample at a time, step by step, in slot order; a ``DataLoader`` with ``batch
 interleaves its workers round robin, which gives the rank's slice of each global batch in slot
 order, and ``training.data.batching.batches`` stacks each run of ``per_rank`` items into a batch.
 
-Under ``train.corrupt=skip`` a sample that cannot be read or decoded is replaced by the last
+Under ``loader.corrupt=skip`` a sample that cannot be read or decoded is replaced by the last
 good sample this reader gave (or, before any, by an all-zero sample whose empty unknown region
 gives it no gradient), so every rank still takes the same number of steps; each is counted and
 named on stderr and in the item's ``skipped`` field.
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from configs import TrainConfig
+from configs import Config
 from shards.mattes import BackgroundFit, apply_fit
 from shards.reader import (
     VERIFY_HINT,
@@ -108,18 +108,16 @@ def crops_digest(crops: dict[str, np.ndarray]) -> str:
     return h.hexdigest()[:DIGEST_HEX]
 
 
-def check_order(
-    shards: ShardList, cfg: TrainConfig, world_size: int, loader_workers: int
-) -> EpochOrder:
+def check_order(shards: ShardList, cfg: Config, world_size: int, loader_workers: int) -> EpochOrder:
     """The first epoch's order, after checking that the run's shape can follow it.
 
     Raises:
         ValueError: a global batch larger than the epoch, a world size that does not divide
             it, or ``loader_workers`` that do not divide the per-rank batch (each named).
     """
-    global_batch = world_size * cfg.batch_size
-    order = epoch_order(shards.samples, cfg.seed, 0, global_batch, cfg.shuffle_window)
-    worker_slots(cfg.batch_size, 0, loader_workers)
+    global_batch = world_size * cfg.train.batch_size
+    order = epoch_order(shards.samples, cfg.train.seed, 0, global_batch, cfg.loader.shuffle_window)
+    worker_slots(cfg.train.batch_size, 0, loader_workers)
     return order
 
 
@@ -174,7 +172,7 @@ class MattingStream(IterableDataset):
     def __init__(
         self,
         shards: ShardList,
-        cfg: TrainConfig,
+        cfg: Config,
         rank: int = 0,
         world_size: int = 1,
         epoch: int = 0,
@@ -204,12 +202,16 @@ class MattingStream(IterableDataset):
         self.digests = digests  # add each sample's crops_digest (for batches.jsonl)
         self.layout = layout if layout is not None else shard_samples(shards)
         self.order = epoch_order(
-            shards.samples, cfg.seed, epoch, world_size * cfg.batch_size, cfg.shuffle_window
+            shards.samples,
+            cfg.train.seed,
+            epoch,
+            world_size * cfg.train.batch_size,
+            cfg.loader.shuffle_window,
         )
-        self.per_rank = cfg.batch_size
+        self.per_rank = cfg.train.batch_size
         self.ship = ship
         # bytes of decoded shared members each loader process keeps (training.data.decode_cache)
-        self.cache_bytes = cfg.decode_cache_mb * MB if cache_bytes is None else cache_bytes
+        self.cache_bytes = cfg.loader.decode_cache_mb * MB if cache_bytes is None else cache_bytes
         # optional multiprocessing.Array("q", 2): cache hits and lookups over the processes
         self.cache_counts = cache_counts
 
@@ -229,7 +231,7 @@ class MattingStream(IterableDataset):
         the skip policy a shard that fails yields None for each sample it did not give.
 
         A failure in transit (``TransientShardError``: a dropped connection, a timeout, a
-        server error) is retried ``train.read_retries`` times, waiting ``read_backoff_s``
+        server error) is retried ``loader.read_retries`` times, waiting ``read_backoff_s``
         doubled each time, from the first sample not yet given; then the run stops, whatever
         the policy (the data may be fine: ``--resume`` once the server is back).
         """
@@ -244,28 +246,28 @@ class MattingStream(IterableDataset):
                     return
                 except TransientShardError as exc:
                     failures += 1
-                    if failures > self.cfg.read_retries:
+                    if failures > self.cfg.loader.read_retries:
                         raise ShardError(
                             f"{exc}; it failed {failures} time(s) in a row, so the run stops "
                             "(the shard may be fine: check the server and the network, then "
                             "continue with --resume)"
                         ) from exc
-                    wait = self.cfg.read_backoff_s * 2 ** (failures - 1)
+                    wait = self.cfg.loader.read_backoff_s * 2 ** (failures - 1)
                     print(
                         f"warning: {exc}; reading it again from key "
                         f"{recorded.keys[first + got]} in {wait:g} s (retry {failures} of "
-                        f"{self.cfg.read_retries})",
+                        f"{self.cfg.loader.read_retries})",
                         file=sys.stderr,
                         flush=True,
                     )
                     time.sleep(wait)
         except ShardError as exc:
-            if failures > self.cfg.read_retries:  # given up in transit: not the data's fault
+            if failures > self.cfg.loader.read_retries:  # given up in transit: not the data's fault
                 raise
             if self.corrupt != "skip":
                 raise ShardError(
                     f"{exc} (reading {count} sample(s) from key {recorded.keys[first]}), or "
-                    "train with --set train.corrupt=skip"
+                    "train with --set loader.corrupt=skip"
                 ) from exc
             for position in range(first + got, first + count):
                 self._count_skip(f"{recorded.keys[position]}: {exc}")
@@ -316,7 +318,9 @@ class MattingStream(IterableDataset):
                 ref, use = reader.stream.at(step), next(accesses)
                 item = self._item(reader.take(step), ref, cache, use)
                 if item["skipped"]:
-                    item = _substitute(last_good, item, self.cfg, self.ship, self.make_input)
+                    item = _substitute(
+                        last_good, item, self.cfg.augment.input_size, self.ship, self.make_input
+                    )
                 else:
                     last_good = item
                 yield item
@@ -346,7 +350,7 @@ class MattingStream(IterableDataset):
             if self.corrupt != "skip":
                 raise ShardError(
                     f"corrupt sample {raw.url} key {raw.key}: {exc}, or train with "
-                    "--set train.corrupt=skip"
+                    "--set loader.corrupt=skip"
                 ) from exc
             self._count_skip(f"sample {raw.url} key {raw.key}: {exc}")
             return {"key": raw.key, "skipped": f"{raw.key}: {exc}"}
@@ -357,8 +361,8 @@ class MattingStream(IterableDataset):
                     self.cache_counts[1] += cache.lookups - before[1]
         # a reused matte's maps are made once per visit (the same crops, faster)
         maps = cache.derived(alpha, matte_maps) if cache is not None else None
-        rng = sample_rng(self.cfg.seed, self.epoch, raw.key)
-        crops = crop_sample(fg, bg, alpha, self.cfg, rng, maps)
+        rng = sample_rng(self.cfg.train.seed, self.epoch, raw.key)
+        crops = crop_sample(fg, bg, alpha, self.cfg.augment, rng, maps)
         item = _ship(crops, self.ship, self.make_input)
         item.update(key=raw.key, digest=crops_digest(crops) if self.digests else "", skipped="")
         return item
@@ -370,10 +374,10 @@ def _ship(crops: dict[str, np.ndarray], ship: str, make_input) -> dict:
     return {"crops": pack_crops(crops)} if ship == "uint8" else to_tensors(crops, make_input)
 
 
-def _substitute(last_good: dict | None, bad: dict, cfg: TrainConfig, ship: str, make_input) -> dict:
-    """What stands in for a skipped sample: the last good one, or a sample with no gradient."""
+def _substitute(last_good: dict | None, bad: dict, side: int, ship: str, make_input) -> dict:
+    """What stands in for a skipped sample: the last good one, or a sample with no gradient
+    (``side`` x ``side``, the network input's)."""
     if last_good is None:
-        side = cfg.input_size
         zeros = {
             "fg": np.zeros((side, side, 3), np.uint8),
             "bg": np.zeros((side, side, 3), np.uint8),

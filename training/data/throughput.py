@@ -8,7 +8,7 @@ last, so the loader processes' start-up is left out, and on CUDA after a synchro
 the copies and the composition are counted.
 
 It writes ``RUN/data_only.json`` (``DataOnlyReport``) and says how many loader processes one
-GPU needs to be fed at ``train.target_step_ms`` per step of ``train.batch_size`` samples.
+GPU needs to be fed at ``loader.target_step_ms`` per step of ``train.batch_size`` samples.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class DataOnlyReport:
     ms_per_step: float  # mean wall time per step after the first
     startup_s: float  # from the start to the first batch (the loaders' start-up)
     cache_hit_rate: float | None  # decoded fg/alpha served from the cache (None: cache off)
-    target_step_ms: float  # train.target_step_ms
+    target_step_ms: float  # loader.target_step_ms
     samples_per_s_needed: float  # per GPU: batch_size / target step time
     loader_processes_needed: int  # per GPU, at per_process_samples_per_s
     suggested_loader_workers: int | None  # the least divisor of the batch that many (None: none)
@@ -82,7 +82,7 @@ def measure_data(cfg: Config, options) -> DataOnlyReport:
     ``options.out/data_only.json`` on rank 0.
 
     Args:
-        cfg: the resolved config (``train`` section).
+        cfg: the resolved config (its train, loader, augment and runtime sections).
         options: a ``training.run.trainer.RunOptions`` (shards, out, max_steps, loader_workers,
             device; ``resume`` and ``backbone`` are ignored).
 
@@ -91,18 +91,18 @@ def measure_data(cfg: Config, options) -> DataOnlyReport:
         shards.reader.ShardError: a corrupt shard or sample under the ``stop`` policy.
     """
     start = time.perf_counter()
-    t = cfg.train
+    batch_size, target_step_ms = cfg.train.batch_size, cfg.loader.target_step_ms
     owns_group = not dist.is_initialized()
     rank, world, local_rank = join_process_group(options.device)
     try:
         device = device_for(options.device, local_rank)
         shards = resolve_shards(options.shards, "train", options.index)
         workers = (
-            default_workers(t.batch_size)
+            default_workers(batch_size)
             if options.loader_workers is None
             else (options.loader_workers)
         )
-        per_epoch = check_order(shards, t, world, workers).steps
+        per_epoch = check_order(shards, cfg, world, workers).steps
         layout = shard_samples(shards)
         total = options.max_steps if options.max_steps is not None else per_epoch
         if total < 2:
@@ -117,11 +117,11 @@ def measure_data(cfg: Config, options) -> DataOnlyReport:
         while steps < total:
             epoch, in_epoch = divmod(steps, per_epoch)
             loader = epoch_batches(
-                shards, t, rank, world, epoch, in_epoch, workers, layout,
+                shards, cfg, rank, world, epoch, in_epoch, workers, layout,
                 pin=device.type == "cuda", cache_counts=counts,
             )  # fmt: skip
             for batch in loader:
-                inputs = device_inputs(batch.tensors, device, make_input, t.channels_last)
+                inputs = device_inputs(batch.tensors, device, make_input, cfg.runtime.channels_last)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 del inputs
@@ -131,13 +131,13 @@ def measure_data(cfg: Config, options) -> DataOnlyReport:
                 if steps == total or steps % per_epoch == 0:
                     break
             del loader  # ends this epoch's loader processes
-        timed = torch.tensor([float((steps - 1) * t.batch_size), last - first], dtype=torch.float64)
+        timed = torch.tensor([float((steps - 1) * batch_size), last - first], dtype=torch.float64)
         if world > 1:
             dist.all_reduce(timed)  # samples summed; seconds summed, then averaged below
         samples, seconds = int(timed[0]), float(timed[1]) / world
         rate = samples / seconds if seconds > 0 else math.nan
         per_process = rate / world / max(1, workers)
-        needed = t.batch_size / (t.target_step_ms / 1000)
+        needed = batch_size / (target_step_ms / 1000)
         processes = math.ceil(needed / per_process) if per_process > 0 else 0
         report = DataOnlyReport(
             samples=samples,
@@ -146,17 +146,17 @@ def measure_data(cfg: Config, options) -> DataOnlyReport:
             loader_workers=workers,
             per_process_samples_per_s=round(per_process, 2),
             steps=steps,
-            batch_size=t.batch_size,
+            batch_size=batch_size,
             world_size=world,
             device=str(device),
             ms_per_step=round(1000 * seconds / max(1, steps - 1), 2),
             startup_s=round(first - start, 3),
             cache_hit_rate=round(counts[0] / counts[1], 4) if counts[1] else None,
-            target_step_ms=t.target_step_ms,
+            target_step_ms=target_step_ms,
             samples_per_s_needed=round(needed, 2),
             loader_processes_needed=processes,
             suggested_loader_workers=next(
-                (w for w in range(max(1, processes), t.batch_size + 1) if t.batch_size % w == 0),
+                (w for w in range(max(1, processes), batch_size + 1) if batch_size % w == 0),
                 None,
             ),
         )

@@ -32,7 +32,7 @@ class ParamGroup:
 
     name: str  # the group's name in the optimizer (and in ``train.jsonl`` as ``lr_<name>``)
     params: tuple[nn.Parameter, ...]
-    backbone: bool = False  # pretrained: trained at learning_rate / train.backbone_lr_mult
+    backbone: bool = False  # pretrained: trained at learning_rate / optim.backbone_lr_mult
     what: str = ""  # the modules it holds, for `indexnet model summary`
     lr_scale: float = 1.0  # a further multiplier of the group's lr (e.g. layer-wise decay)
     no_decay: tuple[nn.Parameter, ...] = ()  # those of ``params`` trained without weight decay
@@ -46,15 +46,17 @@ class ModelFamily:
     title: str  # how messages name the network, e.g. "IndexNet"
     build: Callable[[ModelConfig], nn.Module]  # a fresh network in training mode, cfg kept as .cfg
     param_groups: Callable[[nn.Module], Sequence[ParamGroup]]  # every parameter exactly once
-    freeze_norm: Callable[[nn.Module, bool], nn.Module]  # keep (or stop keeping) norms in eval
+    # keep (or stop keeping) norms in eval, as the network's own section of ``.cfg`` says
+    freeze_norm: Callable[[nn.Module], nn.Module]
     stride: Callable[[ModelConfig], int]  # input sides must be multiples of this
     pad_multiple: int  # inference pads to it: a multiple of every stride, so one tile size fits
     in_channels: int  # of the input make_input makes
     make_input: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (3,H,W) RGB01, trimap
     describe: Callable[[nn.Module], str]  # the variant in one line
-    # (prediction, the step's tensors (training.data.augment.compose_batch), the loss config) ->
-    # "loss" (the total, which is minimised) and each term as "loss_<term>", for train.jsonl
-    loss: Callable[[torch.Tensor, dict[str, torch.Tensor], Any], dict[str, torch.Tensor]]
+    # (prediction, the step's tensors (training.data.augment.compose_batch), the run's
+    # ModelConfig, whose family section holds any loss settings) -> "loss" (the total, which is
+    # minimised) and each term as "loss_<term>", for train.jsonl
+    loss: Callable[[torch.Tensor, dict[str, torch.Tensor], ModelConfig], dict[str, torch.Tensor]]
     official_file: str = ""  # the family's released weight file, for messages
     # (contents of the official file, source, cfg) -> (model, report); None: no release
     import_official: Callable[[Any, str, ModelConfig], tuple[nn.Module, LoadReport]] | None = None

@@ -12,9 +12,9 @@ to ``RUN_DIR``:
   is no scheduler state); ``checkpoints/best.pt`` by validation Grad when validation is on;
 - ``train.jsonl``: every ``log_every`` steps the loss terms, learning rates, ms per step, ms
   waiting for data and samples/s; a ``validation`` record per epoch; epochs are numbered from
-  1, so the validation of epoch k and a best.pt written then both say k; a ``resume`` record when a
-  run continues; a ``skipped`` record per sample replaced under ``train.corrupt=skip``;
-- ``batches.jsonl`` with ``train.log_batches``: per global step its keys and input digests;
+  1, so the validation of epoch k and a best.pt written then both say k; a ``resume`` record
+  when a run continues; a ``skipped`` record per sample replaced under ``loader.corrupt=skip``;
+- ``batches.jsonl`` with ``runtime.log_batches``: per global step its keys and input digests;
 - ``config.yaml``: the resolved config;
 - ``curves.png``: loss, learning rates and validation metrics against the trivial baseline
   (``training.run.curves``), redrawn after each validation and at the end;
@@ -49,6 +49,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from configs import Config
+from configs.schema import flatten
 from shards.atomic import atomic_write_bytes
 from shards.reader import resolve_shards, shard_samples
 from training.checkpoint import load_checkpoint, load_for_inference, save_checkpoint
@@ -122,12 +123,15 @@ class TrainProgress:
 
 
 def _changed(saved: dict, current: dict) -> list[str]:
-    """``section.key: old -> new`` for every value of ``current`` that differs from ``saved``."""
+    """``section.key: old -> new`` for every value of ``current`` that differs from ``saved``
+    (both nested config dicts; ``saved`` as ``load_checkpoint`` gives it, in the current shape
+    whatever version wrote it, so a version-2 checkpoint's ``train.learning_rate`` is compared
+    with ``optim.learning_rate``)."""
+    before = flatten(saved)
     return [
-        f"{section}.{key}: {saved[section][key]!r} -> {value!r}"
-        for section, values in current.items()
-        for key, value in values.items()
-        if section in saved and key in saved[section] and saved[section][key] != value
+        f"{key}: {before[key]!r} -> {value!r}"
+        for key, value in flatten(current).items()
+        if key in before and before[key] != value
     ]
 
 
@@ -165,16 +169,17 @@ def _init_from(model: torch.nn.Module, path: Path) -> None:
             f"{get_family(ours.family).title} (model.family={ours.family}); pass "
             f"--set model.family={family_of(source).name} or another --init"
         )
+    there, here = (theirs.variant() if theirs is not None else {}), ours.variant()
     differ = [
-        f"model.{key}: {getattr(theirs, key)!r} there, {getattr(ours, key)!r} here"
-        for key in ours.__dataclass_fields__
-        if theirs is not None and getattr(theirs, key) != getattr(ours, key)
+        f"{key}: {there[key]!r} there, {value!r} here"
+        for key, value in here.items()
+        if key in there and there[key] != value
     ]
     if differ:
         raise ValueError(
             f"--init {path} is another {get_family(ours.family).title} variant than this run's: "
             + "; ".join(differ)
-            + "; set the run's model section to match it"
+            + f"; set the run's model.{ours.family} section to match it"
         )
     model.load_state_dict(source.state_dict())
 
@@ -193,23 +198,25 @@ class _Run:
     def __init__(self, cfg: Config, options: RunOptions, progress: TrainProgress) -> None:
         self.start_time = time.perf_counter()
         self.cfg, self.options, self.progress = cfg, options, progress
-        t = cfg.train
+        t, run = cfg.train, cfg.runtime
         self.owns_group = not dist.is_initialized()
         self.rank, self.world, local_rank = join_process_group(options.device)
         self.device = device_for(options.device, local_rank)
-        if t.sync_bn and self.device.type != "cuda":
-            raise ValueError("train.sync_bn needs --device cuda: SyncBatchNorm has no CPU kernels")
+        if run.sync_bn and self.device.type != "cuda":
+            raise ValueError(
+                "runtime.sync_bn needs --device cuda: SyncBatchNorm has no CPU kernels"
+            )
         self.shards = resolve_shards(options.shards, "train", options.index)
-        if t.validate and not self.shards.index.split("validation"):
+        if cfg.validation.enabled and not self.shards.index.split("validation"):
             raise ValueError(
                 f"{options.shards}: the shard set has no validation shards to score after each "
-                "epoch; pass --set train.validate=false to train without validation"
+                "epoch; pass --set validation.enabled=false to train without validation"
             )
         self.global_batch = self.world * t.batch_size
         self.workers = options.loader_workers
         if self.workers is None:
             self.workers = default_workers(t.batch_size)
-        self.per_epoch = check_order(self.shards, t, self.world, self.workers).steps
+        self.per_epoch = check_order(self.shards, cfg, self.world, self.workers).steps
         self.layout = shard_samples(self.shards)  # where each sample lies, for every epoch
         self.total_steps = self.per_epoch * t.epochs
         if options.max_steps is not None:
@@ -241,14 +248,14 @@ class _Run:
         self.backbone_report = model.backbone_report
         self.family = get_family(cfg.model.family)
         self.make_input = self.family.make_input
-        get_family(cfg.model.family).freeze_norm(model, t.freeze_encoder_bn)
-        if t.sync_bn and self.world > 1:
+        self.family.freeze_norm(model)  # as the family's own section of cfg.model says
+        if run.sync_bn and self.world > 1:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = model.to(self.device)
-        if t.channels_last:
+        if run.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self.optimizer = build_optimizer(model, cfg)
+        self.optimizer = build_optimizer(model, cfg.optim)
         self.groups = parameter_groups(model)
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.summary = TrainSummary(world_size=self.world)
@@ -268,7 +275,7 @@ class _Run:
         self.draw_failed = False
         self.board: TensorBoardLog | None = open_log(out) if self.rank == 0 else None
         self.batch_log = None
-        if t.log_batches and self.rank == 0:
+        if run.log_batches and self.rank == 0:
             self.batch_log = open(out / BATCHES_NAME, "a")  # noqa: SIM115
 
     def _resume(self) -> None:
@@ -342,12 +349,11 @@ class _Run:
 
     def _validate(self, epoch: int) -> None:
         """Score the validation split (shared over ranks); keep ``best.pt`` by Grad."""
-        t = self.cfg.train
         scored = score_validation(
             self.model,
             self.shards.index.root,
             self.device,
-            t.val_max_samples,
+            self.cfg.validation.max_samples,
             self.rank,
             self.world,
             baseline=not self.baseline_scored,
@@ -397,9 +403,9 @@ class _Run:
 
     def _log_batch(self, batch: Batch, epoch: int) -> None:
         """Rank 0 appends the global batch (every rank's slice, rank 0 first) to batches.jsonl;
-        every rank records the samples it replaced under ``train.corrupt=skip``."""
+        every rank records the samples it replaced under ``loader.corrupt=skip``."""
         mine = (batch.keys, batch.digests)
-        if self.cfg.train.log_batches:
+        if self.cfg.runtime.log_batches:
             slices = [mine]
             if self.world > 1:
                 slices = [None] * self.world
@@ -414,21 +420,21 @@ class _Run:
             self._write({"skipped": reason, "rank": self.rank, "step": self.step})
 
     def _train_step(self, tensors: dict[str, torch.Tensor], epoch: int) -> dict[str, float]:
-        t = self.cfg.train
-        batch = device_inputs(tensors, self.device, self.make_input, t.channels_last)
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=t.bf16):
+        run = self.cfg.runtime
+        batch = device_inputs(tensors, self.device, self.make_input, run.channels_last)
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=run.bf16):
             pred = self.net(batch["image"])
-        terms = self.family.loss(pred, batch, self.cfg.loss)  # "loss" and "loss_<term>"
+        terms = self.family.loss(pred, batch, self.cfg.model)  # "loss" and "loss_<term>"
         total = terms["loss"]
         if not all_true(bool(torch.isfinite(total)), self.device, self.world):
             raise TrainingError(
                 f"the loss is not finite at epoch {epoch + 1} step {self.step + 1} (on some rank); "
                 f"training stopped before the update, and the last good checkpoint is "
-                f"{self.ckpt_dir / LAST}. Lower train.learning_rate or check the data."
+                f"{self.ckpt_dir / LAST}. Lower optim.learning_rate or check the data."
             )
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        factor = lr_factor(t, self.step, self.per_epoch)
+        factor = lr_factor(self.cfg.optim, self.step, self.per_epoch)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = base * factor
         self.optimizer.step()
@@ -436,10 +442,10 @@ class _Run:
 
     def _epoch(self, epoch: int, in_epoch: int) -> None:
         """Steps ``in_epoch .. per_epoch`` of ``epoch`` (fewer when ``total_steps`` comes first)."""
-        t = self.cfg.train
+        cfg = self.cfg
         loader = epoch_batches(
             self.shards,
-            t,
+            cfg,
             self.rank,
             self.world,
             epoch,
@@ -468,21 +474,25 @@ class _Run:
                     **learning_rates(self.optimizer, self.groups),
                     "ms_per_step": round((done - tick) * 1000, 2),
                     "data_wait_ms": round((got - tick) * 1000, 2),
-                    "samples_per_s": round(t.batch_size * self.world / max(done - tick, 1e-9), 2),
+                    "samples_per_s": round(
+                        cfg.train.batch_size * self.world / max(done - tick, 1e-9), 2
+                    ),
                     "time_s": round(done - self.start_time, 2),
                 }
                 self.progress.step(record)
-                if self.step % t.log_every == 0 or self.step == self.total_steps:
+                if self.step % cfg.runtime.log_every == 0 or self.step == self.total_steps:
                     self._write(record)
                     if self.board is not None:
                         self.board.step(record)
-            if t.checkpoint_every and self.step % t.checkpoint_every == 0:
+            every = cfg.runtime.checkpoint_every
+            if every and self.step % every == 0:
                 self._checkpoint(LAST)
             tick = time.perf_counter()
         del loader  # ends this epoch's loader workers
         if in_epoch == self.per_epoch:
             self.summary.epochs = epoch + 1
-            if t.validate and ((epoch + 1) % t.validate_every == 0 or epoch + 1 == t.epochs):
+            v = cfg.validation
+            if v.enabled and ((epoch + 1) % v.every == 0 or epoch + 1 == cfg.train.epochs):
                 self._validate(epoch)
             self._checkpoint(LAST)
 
@@ -530,7 +540,7 @@ def train(cfg: Config, options: RunOptions, progress: TrainProgress | None = Non
     """Train ``cfg.model`` (of any model family) on the shards; the module docstring says what.
 
     Args:
-        cfg: the resolved config (``train``, ``loss``, ``model`` sections are used).
+        cfg: the resolved config (every section but ``data``).
         options: shard source, run directory, device and run length.
         progress: callbacks for a progress display (rank 0).
 

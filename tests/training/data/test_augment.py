@@ -22,9 +22,11 @@ from training.models.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from training.models.indexnet.input import make_input
 
 
-def _cfg(**train):
+def _cfg(**augment):
     base = {"input_size": 64, "crop_sizes": [64, 96, 128], "small_image_min_side": 100}
-    return load_config(overrides=[f"train.{k}={v}" for k, v in {**base, **train}.items()]).train
+    return load_config(
+        overrides=[f"augment.{k}={v}" for k, v in {**base, **augment}.items()]
+    ).augment
 
 
 def _sample(h=160, w=200, seed=0):

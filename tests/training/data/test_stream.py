@@ -15,15 +15,11 @@ import torch
 
 from benchmarks.http_server import serve_directory
 from configs import load_config
+from configs.schema import all_keys
 from shards.reader import ShardError, resolve_shards, shard_samples, tar_entries
 from training.data.batching import batches, device_inputs, make_loader
 from training.data.stream import MattingStream, check_order
 from training.models.indexnet.input import make_input
-
-
-def _train_cfg(**train):
-    base = {"input_size": 32, "crop_sizes": [32], "small_image_min_side": 64}
-    return load_config(overrides=[f"train.{k}={v}" for k, v in {**base, **train}.items()]).train
 
 
 def test_folder_source_uses_the_index(shard_set):
@@ -57,9 +53,13 @@ def test_bad_sources_are_named(shard_set, tmp_path):
         resolve_shards("http://127.0.0.1:9/")
 
 
-def _train_cfg(**train):
+def _train_cfg(**values):
+    """The config of a tiny run: ``values`` by bare key, of the train, augment or loader section."""
     base = {"input_size": 32, "crop_sizes": [32], "small_image_min_side": 64, "batch_size": 2}
-    return load_config(overrides=[f"train.{k}={v}" for k, v in {**base, **train}.items()]).train
+    known = all_keys()
+    sections = {k: next(s for s in ("train", "augment", "loader") if f"{s}.{k}" in known)
+                for k in {**base, **values}}  # fmt: skip
+    return load_config(overrides=[f"{sections[k]}.{k}={v}" for k, v in {**base, **values}.items()])
 
 
 def _run(shards, world=1, workers=0, epoch=0, start=0, batch=2, **kwargs) -> list[tuple]:

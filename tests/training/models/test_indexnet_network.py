@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from configs import ConfigError, ModelConfig, load_config
+from configs import ConfigError, IndexNetConfig, ModelConfig, load_config
 from tests.conftest import GOLDEN
 from training.models.build import build_model, count_parameters
 from training.models.indexnet.loss import matting_loss
@@ -160,7 +160,7 @@ def test_matches_the_official_implementation(official_record, name, switches):
     """
     expected = official_record[name]
     assert expected["switches"] == switches
-    model = IndexNet(ModelConfig(**switches)).double()
+    model = IndexNet(ModelConfig(indexnet=IndexNetConfig(**switches))).double()
     state = model.state_dict()
     assert count_parameters(model) == expected["parameters"]
     assert len(state) == expected["state_entries"]
@@ -181,7 +181,7 @@ def test_matches_the_official_implementation(official_record, name, switches):
 @pytest.mark.parametrize(("name", "switches"), official.VARIANTS, ids=VARIANT_IDS)
 def test_every_variant_builds_and_runs(official_record, name, switches):
     torch.manual_seed(0)
-    model = IndexNet(ModelConfig(**switches)).train()
+    model = IndexNet(ModelConfig(indexnet=IndexNetConfig(**switches))).train()
     assert count_parameters(model) == official_record[name]["parameters"]  # the official code's
     out = model(_inputs(2, 64, 64))
     assert out.shape == (2, 1, 64, 64)
@@ -190,15 +190,22 @@ def test_every_variant_builds_and_runs(official_record, name, switches):
 
 
 def test_variant_names_follow_the_official_modules():
-    holistic = IndexNet(ModelConfig(index_block="holistic")).state_dict()
+    holistic = IndexNet(ModelConfig(indexnet=IndexNetConfig(index_block="holistic"))).state_dict()
     assert holistic["index0.indexnet.0.weight"].shape == (64, 32, 4, 4)
     assert holistic["index0.indexnet.3.weight"].shape == (4, 64, 1, 1)
-    linear = IndexNet(ModelConfig(index_block="holistic", nonlinear=False, context=False))
+    linear = IndexNet(
+        ModelConfig(indexnet=IndexNetConfig(index_block="holistic", nonlinear=False, context=False))
+    )
     assert linear.state_dict()["index6.indexnet.weight"].shape == (4, 160, 2, 2)
-    o2o = IndexNet(ModelConfig(index_block="o2o", nonlinear=False)).state_dict()
+    o2o = IndexNet(
+        ModelConfig(indexnet=IndexNetConfig(index_block="o2o", nonlinear=False))
+    ).state_dict()
     assert o2o["index6.indexnet2.0.weight"].shape == (160, 1, 4, 4)
-    assert "dconv_pp.0.weight" in IndexNet(ModelConfig(aspp=False)).state_dict()
-    os16 = IndexNet(ModelConfig(output_stride=16))
+    assert (
+        "dconv_pp.0.weight"
+        in IndexNet(ModelConfig(indexnet=IndexNetConfig(aspp=False))).state_dict()
+    )
+    os16 = IndexNet(ModelConfig(indexnet=IndexNetConfig(output_stride=16)))
     assert not hasattr(os16, "index6")
     assert os16.layer6[1].conv[3].dilation == (2, 2) and os16.layer6[0].conv[3].dilation == (1, 1)
     assert os16.layer7[0].conv[3].dilation == (2, 2)
@@ -209,11 +216,20 @@ def test_variant_names_follow_the_official_modules():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("model.output_stride=8", "model.output_stride: must be 32 or 16, got 8"),
-        ("model.decoder_kernel_size=4", "model.decoder_kernel_size: must be an odd size"),
-        ("model.index_block=m2m", "model.index_block: expected one of m2o, o2o, holistic"),
-        ("model.decoder_conv=sep", "model.decoder_conv: expected one of std_conv, dep_sep_conv"),
-        ("model.aspp=maybe", "model.aspp: expected true or false"),
+        ("model.indexnet.output_stride=8", "model.indexnet.output_stride: must be 32 or 16, got 8"),
+        (
+            "model.indexnet.decoder_kernel_size=4",
+            "model.indexnet.decoder_kernel_size: must be an odd size",
+        ),
+        (
+            "model.indexnet.index_block=m2m",
+            "model.indexnet.index_block: expected one of m2o, o2o, holistic",
+        ),
+        (
+            "model.indexnet.decoder_conv=sep",
+            "model.indexnet.decoder_conv: expected one of std_conv, dep_sep_conv",
+        ),
+        ("model.indexnet.aspp=maybe", "model.indexnet.aspp: expected true or false"),
     ],
 )
 def test_model_config_is_validated(override, message):
@@ -251,6 +267,6 @@ def test_freeze_encoder_bn_survives_train():
 
 
 def test_build_model_without_backbone_is_a_fresh_model():
-    model = build_model(ModelConfig(index_block="o2o"))
+    model = build_model(ModelConfig(indexnet=IndexNetConfig(index_block="o2o")))
     assert isinstance(model, IndexNet) and model.training and model.backbone_report is None
     assert model.describe() == "o2o nonlinear context aspp os32 k5 std_conv"

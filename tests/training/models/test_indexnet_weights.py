@@ -15,7 +15,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from configs import ModelConfig
+from configs import IndexNetConfig, ModelConfig
 from tests.training.test_checkpoint import _outputs, _randomise, _same_state
 from training.checkpoint import load_checkpoint, load_for_inference, load_model
 from training.cli import model_app
@@ -92,12 +92,12 @@ def test_import_official_lists_every_mismatch(tmp_path, trained):
 
 
 def test_import_official_of_another_variant_needs_its_config(tmp_path):
-    o2o = _randomise(IndexNet(ModelConfig(index_block="o2o")))
+    o2o = _randomise(IndexNet(ModelConfig(indexnet=IndexNetConfig(index_block="o2o"))))
     path = tmp_path / "o2o.pth.tar"
     _official_file(path, o2o)
     with pytest.raises(ValueError, match="wrong shape"):
         import_official(path)
-    model, _ = import_official(path, ModelConfig(index_block="o2o"))
+    model, _ = import_official(path, ModelConfig(indexnet=IndexNetConfig(index_block="o2o")))
     assert _same_state(model, o2o)
 
 
@@ -107,9 +107,11 @@ def test_load_for_inference_reads_the_official_file(tmp_path, trained):
     model = load_for_inference(path)
     assert isinstance(model, IndexNet) and not model.training
     assert torch.equal(_outputs(model), _outputs(trained))
-    o2o = _randomise(IndexNet(ModelConfig(index_block="o2o")))
+    o2o = _randomise(IndexNet(ModelConfig(indexnet=IndexNetConfig(index_block="o2o"))))
     _official_file(path, o2o)
-    assert _same_state(load_for_inference(path, ModelConfig(index_block="o2o")), o2o)
+    assert _same_state(
+        load_for_inference(path, ModelConfig(indexnet=IndexNetConfig(index_block="o2o"))), o2o
+    )
     torch.save({"weights": torch.zeros(1)}, path)
     with pytest.raises(ValueError, match="nor the official release's indexnet_matting.pth.tar"):
         load_for_inference(path)
@@ -134,9 +136,9 @@ def test_cli_import_official_errors(tmp_path):
     assert result.stderr.startswith("error: ") and "missing (460)" in result.stderr
     assert not out.exists()
     result = CliRunner().invoke(
-        model_app, ["import-official", str(bad), "-o", str(out), "--set", "model.aspp=2"]
+        model_app, ["import-official", str(bad), "-o", str(out), "--set", "model.indexnet.aspp=2"]
     )
-    assert result.exit_code == 2 and "model.aspp: expected true or false" in result.stderr
+    assert result.exit_code == 2 and "model.indexnet.aspp: expected true or false" in result.stderr
 
 
 # -- ImageNet backbones ------------------------------------------------------------------------

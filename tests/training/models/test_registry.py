@@ -21,7 +21,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 import training
-from configs import ModelConfig, load_config
+from configs import IndexNetConfig, LossConfig, ModelConfig, load_config
 from indexnet_cli import app
 from shards.mattes import to_uint8
 from tests.conftest import REPO
@@ -85,7 +85,7 @@ def test_indexnet_is_the_default_family():
 
 
 def test_indexnet_entry():
-    model = IndexNet(ModelConfig(output_stride=16))
+    model = IndexNet(ModelConfig(indexnet=IndexNetConfig(output_stride=16)))
     encoder, decoder = parameter_groups(model)
     assert (encoder.name, encoder.backbone) == ("encoder", True)
     assert (decoder.name, decoder.backbone) == ("decoder", False)
@@ -93,8 +93,30 @@ def test_indexnet_entry():
     assert [id(p) for p in decoder.params] == [id(p) for p in model.decoder_parameters()]
     assert INDEXNET.stride(model.cfg) == 16 and INDEXNET.pad_multiple == 32
     assert INDEXNET.describe(model) == model.describe() and INDEXNET.in_channels == 4
-    INDEXNET.freeze_norm(model, True).train()
+    INDEXNET.freeze_norm(model).train()  # model.indexnet.freeze_encoder_bn: true, the default
     assert not model.layer3[0].conv[1].training and model.decoder_layer3.dconv[1].training
+    adapting = IndexNet(ModelConfig(indexnet=IndexNetConfig(freeze_encoder_bn=False)))
+    INDEXNET.freeze_norm(adapting).train()
+    assert adapting.layer3[0].conv[1].training
+
+
+def test_the_indexnet_loss_reads_its_own_section():
+    """The trainer hands a family the run's ModelConfig; IndexNet's loss weighs its terms by
+    model.indexnet.loss."""
+    g = torch.Generator().manual_seed(0)
+    batch = {k: torch.rand(2, c, 32, 32, generator=g) for k, c in
+             (("alpha", 1), ("fg", 3), ("bg", 3), ("merged", 3))}  # fmt: skip
+    batch["unknown"] = torch.ones(2, 1, 32, 32, dtype=torch.bool)
+    pred = torch.rand(2, 1, 32, 32, generator=g)
+    even = INDEXNET.loss(pred, batch, ModelConfig())
+    assert float(even["loss"]) == pytest.approx(
+        0.5 * float(even["loss_alpha"]) + 0.5 * float(even["loss_comp"])
+    )
+    alpha_only = ModelConfig(
+        indexnet=IndexNetConfig(loss=LossConfig(comp_weight=0.0, alpha_weight=1))
+    )
+    terms = INDEXNET.loss(pred, batch, alpha_only)
+    assert float(terms["loss"]) == pytest.approx(float(terms["loss_alpha"]))
 
 
 def test_public_names_point_at_the_registry():
@@ -126,8 +148,8 @@ def test_groups_carry_learning_rate_multipliers(monkeypatch):
         )
 
     monkeypatch.setitem(FAMILIES, "toy", dataclasses.replace(TOY, param_groups=decayed))
-    cfg = load_config(overrides=["train.learning_rate=0.01", "train.backbone_lr_mult=10"])
-    optimizer = build_optimizer(build_model(ModelConfig(family="toy")), cfg)
+    cfg = load_config(overrides=["optim.learning_rate=0.01", "optim.backbone_lr_mult=10"])
+    optimizer = build_optimizer(build_model(ModelConfig(family="toy")), cfg.optim)
     assert [(g["name"], g["lr"]) for g in optimizer.param_groups] == [
         ("down", 0.01 / 10 * 0.5),
         ("up", 0.01),
@@ -193,7 +215,7 @@ def test_a_new_family_is_summarised_trained_and_exported(toy, tmp_path):
     assert "input:       (B, 2, H, W), H and W multiples of 2" in result.output
 
     model = load_for_inference(path)
-    optimizer = build_optimizer(model, load_config(overrides=["train.learning_rate=0.003"]))
+    optimizer = build_optimizer(model, load_config(overrides=["optim.learning_rate=0.003"]).optim)
     assert [(g["name"], g["lr"]) for g in optimizer.param_groups] == [("all", 0.003)]
     assert learning_rates(optimizer, parameter_groups(model)) == {"lr": 0.003}
 

@@ -42,11 +42,11 @@ def _tiny_run(*extra: str):
     """A ViTMatte-S config for short CPU runs on the sample shards (64-pixel crops)."""
     base = [
         "model.family=vitmatte",
-        "train.input_size=64",
-        "train.crop_sizes=[64]",
-        "train.small_image_min_side=100",
+        "augment.input_size=64",
+        "augment.crop_sizes=[64]",
+        "augment.small_image_min_side=100",
         "train.batch_size=2",
-        "train.validate=false",
+        "validation.enabled=false",
     ]
     return load_config(overrides=[*base, *extra])
 
@@ -109,7 +109,7 @@ def test_layer_wise_decay_groups_hold_every_parameter_once(model):
 
 
 def test_a_vitmatte_run_trains_with_its_own_loss_and_its_checkpoint_loads(shard_set, tmp_path):
-    cfg = _tiny_run("train.log_every=1")
+    cfg = _tiny_run("runtime.log_every=1")
     run = tmp_path / "run"
     summary = train(cfg, RunOptions(str(shard_set), run, max_steps=2, loader_workers=0))
     assert summary.step == 2 and torch.isfinite(torch.tensor(summary.last_loss))
@@ -119,7 +119,7 @@ def test_a_vitmatte_run_trains_with_its_own_loss_and_its_checkpoint_loads(shard_
         if "loss" in r
     ]
     terms = {"loss_unknown_l1", "loss_known_l1", "loss_laplacian", "loss_gradient"}
-    assert terms <= records[-1].keys() and records[-1]["lr"] == cfg.train.learning_rate
+    assert terms <= records[-1].keys() and records[-1]["lr"] == cfg.optim.learning_rate
     loaded = load_model(run / "checkpoints" / "last.pt")
     assert loaded.cfg == cfg.model and type(loaded).__name__ == "VitMatte"
     again = load_model(save_checkpoint(tmp_path / "copy.pt", loaded))
@@ -181,7 +181,7 @@ def test_import_hf_names_what_is_wrong_and_writes_nothing(hf_folder, tmp_path, e
 
 
 def test_init_fine_tunes_vitmatte_from_a_transformers_folder(hf_folder, shard_set, tmp_path):
-    cfg = _tiny_run("train.learning_rate=1e-30")  # the weights stay as loaded
+    cfg = _tiny_run("optim.learning_rate=1e-30")  # the weights stay as loaded
     run = tmp_path / "tuned"
     options = RunOptions(str(shard_set), run, max_steps=1, loader_workers=0, init=hf_folder)
     train(cfg, options)
@@ -353,10 +353,10 @@ def test_a_from_scratch_vitmatte_s_learns_then_evaluates_predicts_and_exports(sh
     resumes; its checkpoint goes through `evaluate run`, `predict` in tiles and whole, and
     `export --format torchscript`, each checked."""
     tiny = [
-        "train.input_size=64", "train.crop_sizes=[64]", "train.small_image_min_side=100",
-        "train.batch_size=2", "train.validate=false", "train.log_every=1",
-        "train.warmup_iters=2", "train.shuffle_window=4", "train.checkpoint_every=0",
-        "train.learning_rate=1e-2",
+        "augment.input_size=64", "augment.crop_sizes=[64]", "augment.small_image_min_side=100",
+        "train.batch_size=2", "validation.enabled=false", "runtime.log_every=1",
+        "optim.warmup_iters=2", "loader.shuffle_window=4", "runtime.checkpoint_every=0",
+        "optim.learning_rate=1e-2",
     ]  # fmt: skip
     cfg = load_config(VITMATTE_YAML, tiny)
     run = tmp_path / "run"
@@ -367,7 +367,7 @@ def test_a_from_scratch_vitmatte_s_learns_then_evaluates_predicts_and_exports(sh
     first, last = sum(l1[:6]) / 6, sum(l1[-6:]) / 6
     assert last < 0.9 * first, l1
     ckpt = run / "checkpoints" / "last.pt"
-    assert load_checkpoint(ckpt)["config"]["train"]["optimizer"] == "adamw"
+    assert load_checkpoint(ckpt)["config"]["optim"]["optimizer"] == "adamw"
 
     resumed = train(
         cfg, RunOptions(str(shard_set), run, resume=True, max_steps=32, loader_workers=0)

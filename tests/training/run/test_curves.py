@@ -202,7 +202,7 @@ def test_a_failure_to_draw_warns_once_and_training_goes_on(
 
     monkeypatch.setattr(training.run.curves, "draw", broken)
     run = tmp_path / "run"
-    cfg = load_config(overrides=[*TINY, "train.log_every=5"])
+    cfg = load_config(overrides=[*TINY, "runtime.log_every=5"])
     # drawn after the validation at step 15 and again at the end: both fail, one warning
     summary = train(cfg, RunOptions(str(shard_set), run, max_steps=PER_EPOCH, loader_workers=0))
     assert summary.step == PER_EPOCH and (run / "checkpoints" / "best.pt").is_file()

@@ -17,7 +17,7 @@ VITMATTE_YAML = REPO / "configs" / "vitmatte.yaml"
 
 def test_the_default_schedule_is_the_reference_multistep():
     """default.yaml: x1 before epoch 20, x0.1 from 20, x0.01 from 26; no warmup."""
-    t = load_config().train
+    t = load_config().optim
     per_epoch = 10
     assert [lr_factor(t, e * per_epoch, per_epoch) for e in (0, 19, 20, 25, 26, 29)] == [
         1.0, 1.0, 0.1, 0.1, 0.1**2, 0.1**2,
@@ -27,7 +27,7 @@ def test_the_default_schedule_is_the_reference_multistep():
 
 def test_warmup_and_milestone_factors_are_detectrons():
     """Linear warmup f (1 - a) + a, a = step / warmup_iters, times the milestone's factor."""
-    t = load_config(VITMATTE_YAML).train
+    t = load_config(VITMATTE_YAML).optim
     per_epoch = 1000
     assert lr_factor(t, 0, per_epoch) == pytest.approx(0.001)
     assert lr_factor(t, 125, per_epoch) == pytest.approx(0.001 * 0.5 + 0.5)
@@ -38,18 +38,18 @@ def test_warmup_and_milestone_factors_are_detectrons():
     assert lr_factor(t, 90 * per_epoch, per_epoch) == 0.05
     assert lr_factor(t, 100 * per_epoch - 1, per_epoch) == 0.05
     # warmup that outlasts a milestone multiplies with it
-    short = load_config(overrides=["train.warmup_iters=4", "train.milestones=[1]"]).train
+    short = load_config(overrides=["optim.warmup_iters=4", "optim.milestones=[1]"]).optim
     assert lr_factor(short, 2, 2) == pytest.approx(0.1 * (0.001 * 0.5 + 0.5))
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("train.lr_factors=[0.1]", "train.lr_factors: needs one factor per milestone"),
-        ("train.lr_factors=[0.1, 0]", "train.lr_factors: must be > 0"),
-        ("train.warmup_factor=0", r"train.warmup_factor: must be in \(0, 1\]"),
-        ("train.warmup_iters=-1", "train.warmup_iters"),
-        ("train.optimizer=sgd", "train.optimizer"),
+        ("optim.lr_factors=[0.1]", "optim.lr_factors: needs one factor per milestone"),
+        ("optim.lr_factors=[0.1, 0]", "optim.lr_factors: must be > 0"),
+        ("optim.warmup_factor=0", r"optim.warmup_factor: must be in \(0, 1\]"),
+        ("optim.warmup_iters=-1", "optim.warmup_iters"),
+        ("optim.optimizer=sgd", "optim.optimizer"),
     ],
 )
 def test_bad_schedule_values_are_refused_by_name(override, message):
@@ -59,14 +59,14 @@ def test_bad_schedule_values_are_refused_by_name(override, message):
 
 def test_the_vitmatte_recipe_loads_as_the_official_one():
     cfg = load_config(VITMATTE_YAML)
-    t = cfg.train
-    assert (cfg.model.family, cfg.model.size) == ("vitmatte", "small")
-    assert (t.optimizer, t.learning_rate, tuple(t.adam_betas), t.weight_decay) == (
+    o, a = cfg.optim, cfg.augment
+    assert (cfg.model.family, cfg.model.vitmatte.size) == ("vitmatte", "small")
+    assert (o.optimizer, o.learning_rate, tuple(o.adam_betas), o.weight_decay) == (
         "adamw", 5e-4, (0.9, 0.999), 0.1,
     )  # fmt: skip
-    assert (t.warmup_iters, t.warmup_factor) == (250, 0.001)
-    assert (t.epochs, t.milestones, t.lr_factors) == (100, (30, 90), (0.1, 0.05))
-    assert (t.batch_size, t.input_size, t.crop_sizes) == (16, 512, (512,))
+    assert (o.warmup_iters, o.warmup_factor) == (250, 0.001)
+    assert (cfg.train.epochs, o.milestones, o.lr_factors) == (100, (30, 90), (0.1, 0.05))
+    assert (cfg.train.batch_size, a.input_size, a.crop_sizes) == (16, 512, (512,))
 
 
 def test_vitmatte_optimizer_groups_decay_layers_and_spare_norms():
@@ -75,7 +75,7 @@ def test_vitmatte_optimizer_groups_decay_layers_and_spare_norms():
     and the absolute position embeddings, which are in ``<group>.no_decay`` groups at 0."""
     cfg = load_config(VITMATTE_YAML)
     model = build_model(cfg.model)
-    optimizer = build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg.optim)
     assert isinstance(optimizer, torch.optim.AdamW)
     groups = {g["name"]: g for g in optimizer.param_groups}
     expected = {"embeddings": 0.65**13, "decoder": 1.0} | {
@@ -103,9 +103,9 @@ def test_vitmatte_optimizer_groups_decay_layers_and_spare_norms():
 
 
 def test_adam_applies_weight_decay_to_every_indexnet_parameter():
-    """IndexNet marks no parameter as spared: two groups, both at train.weight_decay."""
-    cfg = load_config(overrides=["train.weight_decay=0.01"])
-    optimizer = build_optimizer(build_model(cfg.model), cfg)
+    """IndexNet marks no parameter as spared: two groups, both at optim.weight_decay."""
+    cfg = load_config(overrides=["optim.weight_decay=0.01"])
+    optimizer = build_optimizer(build_model(cfg.model), cfg.optim)
     assert type(optimizer) is torch.optim.Adam
     assert [(g["name"], g["weight_decay"]) for g in optimizer.param_groups] == [
         ("encoder", 0.01), ("decoder", 0.01),

@@ -21,9 +21,10 @@ import torch
 from typer.testing import CliRunner
 
 from benchmarks.http_server import serve_directory
-from configs import load_config
+from configs import RenamedKeyWarning, load_config
 from indexnet_cli import app
 from tests.conftest import REPO
+from tests.training.test_checkpoint import as_version_2
 from training.checkpoint import load_checkpoint, load_model
 from training.models.build import parameter_groups
 from training.models.indexnet.network import IndexNet
@@ -32,13 +33,13 @@ from training.run.trainer import RunOptions, TrainingError, TrainProgress, train
 
 # a tiny network input so that a CPU step takes milliseconds; everything else is the recipe
 TINY = [
-    "train.input_size=32",
-    "train.crop_sizes=[32]",
-    "train.small_image_min_side=64",
+    "augment.input_size=32",
+    "augment.crop_sizes=[32]",
+    "augment.small_image_min_side=64",
     "train.batch_size=2",
-    "train.log_every=1",
-    "train.val_max_samples=2",
-    "train.shuffle_window=4",
+    "runtime.log_every=1",
+    "validation.max_samples=2",
+    "loader.shuffle_window=4",
 ]
 
 
@@ -56,9 +57,9 @@ def _steps(run: Path) -> list[int]:
 
 def test_optimizer_groups_are_the_reference_recipe():
     """The registry's groups give Adam exactly the groups it had before families existed."""
-    cfg = load_config(overrides=["train.learning_rate=0.0123", "train.backbone_lr_mult=7"])
-    t, model = cfg.train, IndexNet()
-    optimizer = build_optimizer(model, cfg)
+    cfg = load_config(overrides=["optim.learning_rate=0.0123", "optim.backbone_lr_mult=7"])
+    t, model = cfg.optim, IndexNet()
+    optimizer = build_optimizer(model, t)
     encoder, decoder = optimizer.param_groups
     assert (encoder["name"], decoder["name"]) == ("encoder", "decoder")
     assert encoder["lr"] == t.learning_rate / t.backbone_lr_mult  # exactly: divided, as before
@@ -74,7 +75,7 @@ def test_optimizer_groups_are_the_reference_recipe():
 
 def test_single_process_run_checkpoints_validates_and_resumes(shard_set, tmp_path):
     run = tmp_path / "run"
-    cfg = _cfg("train.checkpoint_every=3")
+    cfg = _cfg("runtime.checkpoint_every=3")
     # 30 samples / batch 2 = 15 steps per epoch: 17 steps end epoch 0 and go 2 into epoch 1
     summary = train(cfg, RunOptions(str(shard_set), run, max_steps=17, loader_workers=0))
     assert summary.step == 17 and summary.epochs == 1 and summary.resumed_from is None
@@ -102,7 +103,7 @@ def test_single_process_run_checkpoints_validates_and_resumes(shard_set, tmp_pat
     # one numbering of epochs: the first epoch's steps and validation, and best.pt, say 1
     assert validation[0]["epoch"] == best["epoch"] == 1 and first["epoch"] == 1
     assert best["best_grad"] == validation[0]["validation"]["grad"] == summary.best_grad
-    assert last["config"]["train"]["input_size"] == 32
+    assert last["config"]["augment"]["input_size"] == 32
     assert {"optimizer", "rng"} <= last.keys()
     assert load_config(run / "config.yaml") == cfg
 
@@ -116,7 +117,7 @@ def test_single_process_run_checkpoints_validates_and_resumes(shard_set, tmp_pat
 
 def test_resume_continues_the_optimizer_state(shard_set, tmp_path):
     """A run resumed at step 4 goes on from the saved weights, Adam moments and schedule."""
-    cfg = _cfg("train.validate=false", "train.checkpoint_every=4")
+    cfg = _cfg("validation.enabled=false", "runtime.checkpoint_every=4")
     run = tmp_path / "run"
     train(cfg, RunOptions(str(shard_set), run, max_steps=4, loader_workers=0))
     saved = load_checkpoint(run / "checkpoints" / "last.pt")
@@ -147,7 +148,7 @@ def test_a_resume_restores_every_piece_of_state_a_checkpoint_saves(shard_set, tm
     run's weights, Adam state, schedule and counters (the decoder's dropout makes this hold
     only if the RNG state comes back, untouched by the loader); and the RNG state and best
     Grad a checkpoint holds are the ones a resumed run starts from."""
-    cfg = _cfg("train.validate=false", "train.checkpoint_every=3")
+    cfg = _cfg("validation.enabled=false", "runtime.checkpoint_every=3")
     straight, split, crafted = tmp_path / "straight", tmp_path / "split", tmp_path / "crafted"
     train(cfg, RunOptions(str(shard_set), straight, max_steps=5, loader_workers=0))
     train(cfg, RunOptions(str(shard_set), split, max_steps=3, loader_workers=0))
@@ -185,12 +186,12 @@ def test_a_resume_restores_every_piece_of_state_a_checkpoint_saves(shard_set, tm
 def test_init_fine_tunes_from_a_checkpoint_with_a_fresh_optimizer(shard_set, tmp_path):
     """--init copies every weight (a learning rate of 1e-30 leaves them as loaded: the params
     after one step are the source's to 1e-12), and starts Adam and the schedule afresh."""
-    cfg = _cfg("train.validate=false")
+    cfg = _cfg("validation.enabled=false")
     source = tmp_path / "source"
     train(cfg, RunOptions(str(shard_set), source, max_steps=3, loader_workers=0))
     ckpt = source / "checkpoints" / "last.pt"
     tuned = tmp_path / "tuned"
-    still = replace(cfg, train=replace(cfg.train, learning_rate=1e-30))
+    still = replace(cfg, optim=replace(cfg.optim, learning_rate=1e-30))
     train(still, RunOptions(str(shard_set), tuned, max_steps=1, loader_workers=0, init=ckpt))
     a, b = load_checkpoint(ckpt), load_checkpoint(tuned / "checkpoints" / "last.pt")
     params = {n for n, _ in IndexNet().named_parameters()}
@@ -205,9 +206,11 @@ def test_init_fine_tunes_from_a_checkpoint_with_a_fresh_optimizer(shard_set, tmp
         with pytest.raises(ValueError, match=message):
             train(run_cfg, RunOptions(str(shard_set), tmp_path / "x", loader_workers=0, **options))
 
-    o2o = replace(cfg, model=replace(cfg.model, index_block="o2o"))
-    refused(o2o, r"another IndexNet variant than this run's: model.index_block: 'm2o' there, "
-                 r"'o2o' here", init=ckpt)  # fmt: skip
+    o2o = replace(
+        cfg, model=replace(cfg.model, indexnet=replace(cfg.model.indexnet, index_block="o2o"))
+    )
+    refused(o2o, r"another IndexNet variant than this run's: model.indexnet.index_block: 'm2o' "
+                 r"there, 'o2o' here", init=ckpt)  # fmt: skip
     vit = replace(cfg, model=replace(cfg.model, family="vitmatte"))
     refused(vit, r"holds a IndexNet model, and this run trains ViTMatte", init=ckpt)
     refused(cfg, "--init starts a new run.*--resume continues a run", init=ckpt, resume=True)
@@ -234,13 +237,15 @@ def test_cli_train_and_its_errors(shard_set, tmp_path):
         "--set",
         "crop_sizes=[32]",
         "--set",
-        "train.small_image_min_side=64",
+        "augment.small_image_min_side=64",
         "--set",
-        "validate=false",
+        "validate=false",  # a bare key is train.<key> as before: an old name, mapped
     ]
-    result = runner.invoke(app, args)
+    with pytest.warns(RenamedKeyWarning, match="--set: train.validate is now validation.enabled"):
+        result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "steps 2" in result.output and "checkpoint:" in result.output
+    args[args.index("validate=false")] = "validation.enabled=false"  # the new name from here on
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
 
     # --data-only: the same data path, timed, in a run directory of its own
@@ -273,7 +278,7 @@ def test_cli_train_and_its_errors(shard_set, tmp_path):
     fails(["--device", "tpu"], "--device must be cpu or cuda")
     fails(["--batch-size", "1"], "train.batch_size: must be >= 2")
     fails(["--set", "train.epochz=1"], "train.epochz: unknown key")
-    fails(["--set", "sync_bn=true"], "train.sync_bn needs --device cuda")
+    fails(["--set", "sync_bn=true"], "runtime.sync_bn needs --device cuda")
     fails(
         ["--loader-workers", "9"],
         "--loader-workers 9 must divide the per-rank batch (--batch-size 2)",
@@ -304,10 +309,10 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shard_set, tmp
     # a learning rate this large sends the weights to +-1e30 in one step (still finite: that
     # checkpoint is written); the next loss overflows, and the run stops before the update
     wild = _cfg(
-        "train.validate=false",
-        "train.checkpoint_every=1",
-        "train.learning_rate=1e30",
-        "train.backbone_lr_mult=1",
+        "validation.enabled=false",
+        "runtime.checkpoint_every=1",
+        "optim.learning_rate=1e30",
+        "optim.backbone_lr_mult=1",
     )
     with pytest.raises(
         TrainingError,
@@ -319,11 +324,50 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shard_set, tmp
     assert load_checkpoint(last)["step"] == 1
     assert not list(run.rglob("*.tmp"))
     # resuming with another learning rate says that the saved schedule wins
-    tame = _cfg("train.validate=false", "train.checkpoint_every=0", "train.backbone_lr_mult=1")
+    tame = _cfg(
+        "validation.enabled=false", "runtime.checkpoint_every=0", "optim.backbone_lr_mult=1"
+    )
     with pytest.raises(TrainingError, match="loss is not finite at epoch 1 step 2"):
         train(tame, RunOptions(str(shard_set), run, resume=True, max_steps=10, loader_workers=0))
-    assert "train.learning_rate: 1e+30 -> 0.01" in capsys.readouterr().err
+    assert "optim.learning_rate: 1e+30 -> 0.01" in capsys.readouterr().err
     assert load_checkpoint(last)["step"] == 1
+
+
+def test_resuming_a_version_2_checkpoint_compares_configs_by_the_new_names(
+    shard_set, tmp_path, capsys
+):
+    """A version-2 last.pt records its config under the old names (train.learning_rate,
+    loss.*, a flat model section); a resume maps them before comparing, so the same settings
+    are no change, and a changed one is named by its new name."""
+    run = tmp_path / "run"
+    cfg = _cfg("validation.enabled=false", "runtime.checkpoint_every=0")
+    train(cfg, RunOptions(str(shard_set), run, max_steps=2, loader_workers=0))
+    last = run / "checkpoints" / "last.pt"
+
+    def to_version_2() -> None:
+        torch.save(as_version_2(torch.load(last, weights_only=True)), last)
+
+    to_version_2()
+    assert "learning_rate" in torch.load(last, weights_only=True)["config"]["train"]
+    capsys.readouterr()
+    summary = train(
+        cfg, RunOptions(str(shard_set), run, resume=True, max_steps=3, loader_workers=0)
+    )
+    assert summary.resumed_from == 2 and summary.step == 3
+    assert "differs from its own" not in capsys.readouterr().err
+    to_version_2()
+    other = replace(
+        cfg,
+        optim=replace(cfg.optim, learning_rate=0.02),
+        model=replace(
+            cfg.model,
+            indexnet=replace(cfg.model.indexnet, loss=replace(cfg.model.indexnet.loss, eps=0.5)),
+        ),
+    )
+    train(other, RunOptions(str(shard_set), run, resume=True, max_steps=4, loader_workers=0))
+    err = capsys.readouterr().err
+    changes = "model.indexnet.loss.eps: 1e-06 -> 0.5, optim.learning_rate: 0.01 -> 0.02;"
+    assert f"differs from its own in {changes}" in err and "train.learning_rate" not in err
 
 
 def _truncated_copy(shard_set: Path, tmp_path: Path) -> Path:
@@ -354,15 +398,15 @@ def test_corrupt_shard_stops_naming_it_or_is_skipped_and_counted(shard_set, tmp_
         "--set",
         "small_image_min_side=64",
         "--set",
-        "validate=false",
+        "validation.enabled=false",
     ]
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "stop")])
     assert result.exit_code == 1, result.output
     assert "corrupt shard" in result.output and "train-00000" in result.output
-    assert "from key o_" in result.output and "train.corrupt=skip" in result.output
+    assert "from key o_" in result.output and "loader.corrupt=skip" in result.output
 
     result = CliRunner().invoke(
-        app, [*args, "--out", str(tmp_path / "skip"), "--set", "train.corrupt=skip"]
+        app, [*args, "--out", str(tmp_path / "skip"), "--set", "loader.corrupt=skip"]
     )
     assert result.exit_code == 0, result.output
     assert re.search(r"replaced \d+ corrupt sample\(s\)", result.output), result.output
@@ -459,8 +503,8 @@ def test_ddp_trains_the_second_family_on_two_ranks(shard_set, tmp_path):
     loss, a validation reduced over the ranks, and one checkpoint that loads as ViTMatte."""
     pytest.importorskip("transformers")
     run = tmp_path / "run"
-    sets = ["model.family=vitmatte", "train.optimizer=adamw", "train.input_size=64",
-            "train.crop_sizes=[64]", "train.small_image_min_side=100"]  # fmt: skip
+    sets = ["model.family=vitmatte", "optim.optimizer=adamw", "augment.input_size=64",
+            "augment.crop_sizes=[64]", "augment.small_image_min_side=100"]  # fmt: skip
     extra = [x for s in sets for x in ("--set", s)]
     done = _run(
         _torchrun(*_ddp_args(str(shard_set), run, 2, "--loader-workers", "0", *extra)), tmp_path
@@ -469,7 +513,7 @@ def test_ddp_trains_the_second_family_on_two_ranks(shard_set, tmp_path):
     assert "on 2 rank(s)" in done.stdout
     records = [r for r in _records(run) if "loss" in r]
     assert [r["step"] for r in records] == [1, 2] and "loss_laplacian" in records[-1]
-    assert records[-1]["lr"] == load_config().train.learning_rate  # the decoder's, x1
+    assert records[-1]["lr"] == load_config().optim.learning_rate  # the decoder's, x1
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["step"] == 2 and ckpt["family"] == "vitmatte"
     assert load_model(run / "checkpoints" / "last.pt").cfg.family == "vitmatte"
@@ -498,7 +542,7 @@ def test_a_killed_rank_comes_back_from_the_last_checkpoint(shard_set, tmp_path):
             "--loader-workers",
             "0",
             "--set",
-            "validate=false",
+            "validation.enabled=false",
             "--set",
             "checkpoint_every=4",
         ),
@@ -535,7 +579,7 @@ def test_the_same_global_batches_on_any_cluster_shape_and_across_resumes(shard_s
     """20 steps (3 epochs of 7, global batch 4), keys and input digests from batches.jsonl:
     1 rank x 2 workers; 1 rank x 0 workers; 1 rank stopped at step 9 and resumed; 2 gloo ranks
     x 1 worker under torchrun over HTTP, stopped at step 9 and resumed on 1 rank."""
-    one = _cfg("train.batch_size=4", "train.log_batches=true", "train.validate=false")
+    one = _cfg("train.batch_size=4", "runtime.log_batches=true", "validation.enabled=false")
     reference = tmp_path / "reference"
     train(one, RunOptions(str(shard_set), reference, max_steps=20, loader_workers=2))
     expected = _batches(reference)
@@ -556,7 +600,7 @@ def test_the_same_global_batches_on_any_cluster_shape_and_across_resumes(shard_s
     assert _batches(resumed) == expected
 
     elastic = tmp_path / "elastic"
-    log = ["--set", "train.log_batches=true", "--set", "train.validate=false"]
+    log = ["--set", "runtime.log_batches=true", "--set", "validation.enabled=false"]
     with serve_directory(shard_set.parent) as base:
         url = base + shard_set.name + "/"
         first = _run(
@@ -567,7 +611,7 @@ def test_the_same_global_batches_on_any_cluster_shape_and_across_resumes(shard_s
     train(one, RunOptions(str(shard_set), elastic, resume=True, max_steps=20, loader_workers=1))
     assert _batches(elastic) == expected
 
-    other = _cfg("train.batch_size=2", "train.log_batches=true", "train.validate=false")
+    other = _cfg("train.batch_size=2", "runtime.log_batches=true", "validation.enabled=false")
     with pytest.raises(ValueError, match="global batch of 4, and this run has 1 rank.* = 2"):
         train(other, RunOptions(str(shard_set), elastic, resume=True, max_steps=30))
 
@@ -576,14 +620,14 @@ def test_logged_learning_rates_follow_the_schedule_across_a_resume(shard_set, tm
     """Each step's lr is base x lr_factor(step): a warmup over 4 steps, x0.5 from epoch 1 (of
     15 steps); a run resumed at step 3 logs the same rates as one that was not stopped."""
     cfg = _cfg(
-        "train.validate=false", "train.checkpoint_every=3", "train.warmup_iters=4",
-        "train.milestones=[1]", "train.lr_factors=[0.5]",
+        "validation.enabled=false", "runtime.checkpoint_every=3", "optim.warmup_iters=4",
+        "optim.milestones=[1]", "optim.lr_factors=[0.5]",
     )  # fmt: skip
     straight, split = tmp_path / "straight", tmp_path / "split"
     train(cfg, RunOptions(str(shard_set), straight, max_steps=17, loader_workers=0))
     train(cfg, RunOptions(str(shard_set), split, max_steps=3, loader_workers=0))
     train(cfg, RunOptions(str(shard_set), split, resume=True, max_steps=17, loader_workers=0))
-    want = [0.01 * lr_factor(cfg.train, step, 15) for step in range(17)]
+    want = [0.01 * lr_factor(cfg.optim, step, 15) for step in range(17)]
     assert want[0] == pytest.approx(1e-5) and want[4] == 0.01 and want[15] == 0.005
     for run in (straight, split):
         got = [(r["lr"], r["lr_encoder"]) for r in _records(run) if "loss" in r]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from configs import ModelConfig
 from training.models.family import ModelFamily, ParamGroup
 from training.models.indexnet.input import make_input
 from training.models.indexnet.loss import matting_loss
@@ -11,11 +12,24 @@ from training.models.indexnet.network import IN_CHANNELS, IndexNet
 from training.models.indexnet.weights import load_mobilenet_v2, official_model
 
 
-def _loss(pred: torch.Tensor, batch: dict[str, torch.Tensor], cfg) -> dict:
+def _loss(pred: torch.Tensor, batch: dict[str, torch.Tensor], cfg: ModelConfig) -> dict:
+    """The weighted L_alpha + L_comp of ``model.indexnet.loss``."""
     loss = matting_loss(
-        pred, batch["alpha"], batch["fg"], batch["bg"], batch["merged"], batch["unknown"], cfg
+        pred,
+        batch["alpha"],
+        batch["fg"],
+        batch["bg"],
+        batch["merged"],
+        batch["unknown"],
+        cfg.indexnet.loss,
     )
     return {"loss": loss.total, "loss_alpha": loss.alpha, "loss_comp": loss.comp}
+
+
+def _freeze_norm(model: IndexNet) -> IndexNet:
+    """The encoder's BatchNorm statistics fixed, or not, as ``model.indexnet.freeze_encoder_bn``
+    of the network's config says."""
+    return model.freeze_encoder_bn(model.cfg.indexnet.freeze_encoder_bn)
 
 
 def param_groups(model: IndexNet) -> tuple[ParamGroup, ...]:
@@ -33,8 +47,8 @@ FAMILY = ModelFamily(
     title="IndexNet",
     build=IndexNet,
     param_groups=param_groups,
-    freeze_norm=IndexNet.freeze_encoder_bn,  # the encoder's BatchNorm statistics
-    stride=lambda cfg: cfg.output_stride,
+    freeze_norm=_freeze_norm,
+    stride=lambda cfg: cfg.indexnet.output_stride,
     pad_multiple=32,  # output stride 32 or 16
     in_channels=IN_CHANNELS,
     make_input=make_input,

@@ -54,7 +54,7 @@ def matting_loss(
         bg: (B, 3, H, W) background colour in [0, 1].
         merged: (B, 3, H, W) the composite the network saw, in [0, 1].
         unknown: (B, 1, H, W) bool or 0/1 mask of the unknown region (trimap == 128).
-        cfg: weights and epsilon (``None``: 0.5, 0.5, 1e-6).
+        cfg: weights and epsilon, ``model.indexnet.loss`` (``None``: 0.5, 0.5, 1e-6).
 
     Returns:
         ``MattingLoss(total, alpha, comp)``, averaged over the batch.

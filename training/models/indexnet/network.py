@@ -83,18 +83,20 @@ class IndexNet(nn.Module):
     ASPP, output stride 32, 5x5 decoder): 5,953,515 parameters, the official ``state_dict``.
 
     Args:
-        cfg: the variant; ``None`` is ``ModelConfig()``, the released one.
+        cfg: the model config, whose ``indexnet`` section is the variant; ``None`` is
+            ``ModelConfig()``, the released one. Kept as ``.cfg``.
     """
 
     def __init__(self, cfg: ModelConfig | None = None) -> None:
         super().__init__()
-        self.cfg = cfg = cfg or ModelConfig()
-        self.pooled = pooled_layers(cfg.output_stride)
+        self.cfg = cfg or ModelConfig()
+        variant = self.cfg.indexnet
+        self.pooled = pooled_layers(variant.output_stride)
         width = {"layer0": STEM_CHANNELS} | {s.name: s.oup for s in ENCODER_STAGES}
 
         # encoder: layer0 .. layer7 (registration order = the official state_dict order)
         self.layer0 = conv_bn(IN_CHANNELS, STEM_CHANNELS, 3)
-        dilations = stage_dilations(cfg.output_stride)
+        dilations = stage_dilations(variant.output_stride)
         for stage in ENCODER_STAGES:
             self.add_module(stage.name, build_stage(stage, dilations[stage.name]))
 
@@ -102,14 +104,14 @@ class IndexNet(nn.Module):
         for layer in self.pooled:
             self.add_module(
                 layer.replace("layer", "index"),
-                index_block(cfg.index_block, width[layer], cfg.nonlinear, cfg.context),
+                index_block(variant.index_block, width[layer], variant.nonlinear, variant.context),
             )
 
         # context: dconv_pp
         last = ENCODER_STAGES[-1].oup
         self.dconv_pp = (
-            ASPP(last, CONTEXT_CHANNELS, cfg.output_stride)
-            if cfg.aspp
+            ASPP(last, CONTEXT_CHANNELS, variant.output_stride)
+            if variant.aspp
             else conv_bn(last, CONTEXT_CHANNELS, 1)
         )
 
@@ -117,11 +119,11 @@ class IndexNet(nn.Module):
         channels = CONTEXT_CHANNELS
         for name, out, skip, _ in DECODER_STAGES:
             stage = IndexedUpsampling(
-                channels + width[skip], out, cfg.decoder_kernel_size, cfg.decoder_conv
+                channels + width[skip], out, variant.decoder_kernel_size, variant.decoder_conv
             )
             self.add_module(name, stage)
             channels = out
-        self.pred = prediction_head(channels, cfg.decoder_kernel_size, cfg.decoder_conv)
+        self.pred = prediction_head(channels, variant.decoder_kernel_size, variant.decoder_conv)
 
         self._encoder_bn_frozen = False
         self.backbone_report = None  # set by families.build_model(backbone=...): what was loaded
@@ -178,7 +180,7 @@ class IndexNet(nn.Module):
                 f"IndexNet expects (B, {IN_CHANNELS}, H, W) input (RGB + trimap), "
                 f"got shape {tuple(x.shape)}"
             )
-        stride = self.cfg.output_stride
+        stride = self.cfg.indexnet.output_stride
         h, w = x.shape[2], x.shape[3]
         if h % stride or w % stride:
             raise ValueError(
@@ -220,7 +222,7 @@ class IndexNet(nn.Module):
 
     def describe(self) -> str:
         """One line naming the variant, e.g. ``m2o nonlinear context aspp os32 k5 std_conv``."""
-        cfg = self.cfg
+        cfg = self.cfg.indexnet
         return " ".join(
             [
                 cfg.index_block,

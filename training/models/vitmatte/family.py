@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from configs import ModelConfig
 from training.models.family import ModelFamily
 from training.models.vitmatte.export import exportable
 from training.models.vitmatte.input import make_input
@@ -13,7 +14,8 @@ from training.models.vitmatte.optim import param_groups
 from training.models.vitmatte.weights import import_hf, load_vit_backbone
 
 
-def _loss(pred: torch.Tensor, batch: dict[str, torch.Tensor], cfg) -> dict:
+def _loss(pred: torch.Tensor, batch: dict[str, torch.Tensor], cfg: ModelConfig) -> dict:
+    """The official recipe's loss (no settings)."""
     loss = vitmatte_loss(pred, batch["alpha"], batch["unknown"])
     return {"loss": loss.total} | {
         f"loss_{k}": v for k, v in loss._asdict().items() if k != "total"
@@ -25,7 +27,7 @@ FAMILY = ModelFamily(
     title="ViTMatte",
     build=VitMatte,
     param_groups=param_groups,
-    freeze_norm=lambda model, freeze: model,  # LayerNorms and decoder BN: the recipe freezes none
+    freeze_norm=lambda model: model,  # LayerNorms and decoder BN: the recipe freezes none
     stride=lambda cfg: PAD_MULTIPLE,
     pad_multiple=PAD_MULTIPLE,
     in_channels=4,

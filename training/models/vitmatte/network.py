@@ -41,7 +41,7 @@ def _transformers():
 def hf_config(size: str):
     """transformers' ``VitMatteConfig`` of ViTMatte-S (``small``) or -B (``base``)."""
     if size not in SIZES:
-        raise ValueError(f"model.size must be one of {', '.join(SIZES)}, got {size!r}")
+        raise ValueError(f"model.vitmatte.size must be one of {', '.join(SIZES)}, got {size!r}")
     t = _transformers()
     backbone = t.VitDetConfig(
         num_channels=4,
@@ -75,15 +75,16 @@ class VitMatte(nn.Module):
     def __init__(self, cfg: ModelConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg or ModelConfig(family="vitmatte")
-        self.net = _transformers().VitMatteForImageMatting(hf_config(self.cfg.size))
+        self.net = _transformers().VitMatteForImageMatting(hf_config(self.cfg.vitmatte.size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(pixel_values=x).alphas
 
     def describe(self) -> str:
         """The variant in one line."""
-        width = SIZES[self.cfg.size]["hidden_size"]
+        size = self.cfg.vitmatte.size
+        width = SIZES[size]["hidden_size"]
         return (
-            f"ViTMatte-{self.cfg.size[0].upper()}: ViT/16 {width} wide, {DEPTH} blocks, "
+            f"ViTMatte-{size[0].upper()}: ViT/16 {width} wide, {DEPTH} blocks, "
             f"windows 14, global blocks {GLOBAL_BLOCKS}"
         )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from configs import ModelConfig
+from configs import ModelConfig, VitMatteConfig
 from training.models.vitmatte.network import SIZES, VitMatte, _transformers, hf_config
 from training.models.weights import LoadReport, load_strict, mismatch, state_dict_of
 
@@ -88,10 +88,11 @@ def load_vit_backbone(model: VitMatte, raw, source: str) -> LoadReport:
         k for k in absent if not k.endswith((".rel_pos_h", ".rel_pos_w")) and ".residual." not in k
     ]
     if unplaced or misshaped or missing:
-        width = SIZES[model.cfg.size]["hidden_size"]
+        size = model.cfg.vitmatte.size
+        width = SIZES[size]["hidden_size"]
         raise mismatch(
             source, missing, unplaced, misshaped,
-            f"ViTMatte-{model.cfg.size[0].upper()} takes a ViT/16 of width {width} "
+            f"ViTMatte-{size[0].upper()} takes a ViT/16 of width {width} "
             "(timm, DINO or detectron2 names)",
         )  # fmt: skip
     with torch.no_grad():
@@ -185,6 +186,6 @@ def import_hf(folder: str | Path) -> VitMatte:
     if problems:
         listed = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in problems.items())
         raise ValueError(f"{folder}: the weights do not fit ViTMatte-{size}: {listed}")
-    model = VitMatte(ModelConfig(family="vitmatte", size=size))
+    model = VitMatte(ModelConfig(family="vitmatte", vitmatte=VitMatteConfig(size=size)))
     load_strict(model.net, loaded.state_dict(), str(folder))
     return model

@@ -10,7 +10,7 @@ FAMILY = ModelFamily(
     title="Toy",
     build=ToyNet,
     param_groups=lambda model: (ParamGroup("all", tuple(model.parameters()), what="2 convs"),),
-    freeze_norm=lambda model, frozen: model,  # no normalisation layers
+    freeze_norm=lambda model: model,  # no normalisation layers
     stride=lambda cfg: 2,
     pad_multiple=4,
     in_channels=2,
