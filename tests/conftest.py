@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,14 @@ from pipeline.sample_data import SampleDataSummary, make_sample_data
 
 REPO = Path(__file__).resolve().parent.parent  # the repository's root
 GOLDEN = REPO / "tests" / "golden"  # stored golden values and the scripts that make them
+
+
+def load_golden(name: str):
+    """The golden script ``tests/golden/<name>.py`` as a module (its cases and readers)."""
+    spec = importlib.util.spec_from_file_location(name, GOLDEN / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def version_2_config(values: dict) -> dict:

@@ -7,7 +7,6 @@ code with ``shards.metrics``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
@@ -22,7 +21,7 @@ from benchmarks.metrics_reference import (
     reference_metrics,
 )
 from shards.metrics import METRICS, all_metrics, conn, grad, mse, sad, to_uint8
-from tests.conftest import GOLDEN
+from tests.conftest import load_golden
 
 REL = 1e-15  # docs/evaluation.md's bar: agreement with the MATLAB definitions within 1e-15 relative
 # (measured: at most 6.9e-16, Grad; SAD, MSE and Conn 2-3e-16)
@@ -32,15 +31,7 @@ REL = 1e-15  # docs/evaluation.md's bar: agreement with the MATLAB definitions w
 # Inputs
 
 
-def _load_golden_module():
-    path = GOLDEN / "make_metrics_golden.py"
-    spec = importlib.util.spec_from_file_location("make_metrics_golden", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-golden = _load_golden_module()
+golden = load_golden("make_metrics_golden")
 
 # The golden cases plus more seeds of each kind, and sizes whose U touches the image border.
 AGREEMENT_CASES = golden.CASES + [

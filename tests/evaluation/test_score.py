@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -16,17 +15,9 @@ from typer.testing import CliRunner
 from evaluation.cli import evaluate_app
 from evaluation.score import ScoreError, default_out, score_folder
 from shards.metrics import METRICS, all_metrics
-from tests.conftest import GOLDEN
+from tests.conftest import load_golden
 
 runner = CliRunner()
-
-
-def _golden():
-    path = GOLDEN / "make_metrics_golden.py"
-    spec = importlib.util.spec_from_file_location("make_metrics_golden", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 CASES = [("soft", 0, 48, 64), ("blobs", 2, 40, 40), ("cells", 7, 30, 50), ("twins", 9, 45, 60)]
@@ -41,7 +32,7 @@ def _write(path: Path, arr: np.ndarray) -> None:
 @pytest.fixture
 def folders(tmp_path: Path) -> tuple[Path, Path, Path, dict]:
     """pred/, gt/, trimap/ with four images (trimaps as .png and .bmp) and a stray text file."""
-    golden = _golden()
+    golden = load_golden("make_metrics_golden")
     dirs = [tmp_path / name for name in ("pred", "gt", "trimap")]
     for folder in dirs:
         folder.mkdir()

@@ -3,14 +3,13 @@ and every variant."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 import torch
 
 from configs import ConfigError, IndexNetConfig, ModelConfig, load_config
-from tests.conftest import GOLDEN
+from tests.conftest import load_golden
 from training.models.build import build_model, count_parameters
 from training.models.indexnet.loss import matting_loss
 from training.models.indexnet.network import IndexNet
@@ -125,17 +124,9 @@ def test_channels_last_gives_the_same_output(released):
     torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-5)
 
 
-def _load_official_golden():
-    path = GOLDEN / "make_official_golden.py"
-    spec = importlib.util.spec_from_file_location("make_official_golden", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 # The official release's outputs, made by its own code (regenerate with
 # tests/golden/make_official_golden.py): the weights, input and summaries come from there.
-official = _load_official_golden()
+official = load_golden("make_official_golden")
 VARIANT_IDS = [name for name, _ in official.VARIANTS]
 
 
