@@ -82,3 +82,26 @@ def shard_set(sample_data: SampleDataSummary, tmp_path_factory: pytest.TempPathF
     summary = build(sample_data.data_dir, sample_data.bg_dir, cfg, out, ClusterOptions(workers=1))
     assert summary.complete
     return out
+
+
+@pytest.fixture
+def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A real S3-compatible server (moto) on 127.0.0.1 with a bucket ``test``, for this test;
+    this process's clients reach it through the environment (``S3Server.env``), as a user's
+    would. Yields the ``benchmarks.s3_server.S3Server`` (``stop``/``start``, ``requests``,
+    ``fault``)."""
+    pytest.importorskip("s3fs")
+    import fsspec
+
+    from benchmarks.s3_server import S3Server
+
+    server = S3Server(tmp_path / "s3-state.pkl").start()
+    for name, value in server.env().items():
+        monkeypatch.setenv(name, value)
+    fsspec.filesystem("s3").clear_instance_cache()  # no client of an earlier server's endpoint
+    fsspec.filesystem("s3", skip_instance_cache=True).mkdir("test")
+    try:
+        yield server
+    finally:
+        server.stop()
+        fsspec.filesystem("s3").clear_instance_cache()
