@@ -9,6 +9,9 @@ Layout of a shard set ``OUT``::
 
 ``index.json`` is written last and atomically: a set without it is unfinished. Everything a
 reader needs (shard list, sample counts per shard) comes from it.
+
+``OUT`` is a local folder or a store URL (``s3://bucket/set``): every function here takes
+either, with the store's ``options`` (``shards.store``).
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shards.atomic import atomic_write_bytes
+from shards import store
 from shards.schema import hash_columns
+from shards.store import NotFound, Options
 
 FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
@@ -83,29 +87,34 @@ class Index:
         return sum(s.samples for s in self.shards if split in (None, s.split))
 
 
-def write_samples(root: Path, rows: list[dict[str, Any]]) -> None:
-    """Write ``samples.parquet`` atomically (rows in the order given)."""
+def write_samples(root: str | Path, rows: list[dict[str, Any]], options: Options | None = None):
+    """Write ``samples.parquet`` whole (rows in the order given)."""
     table = pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
-    atomic_write_bytes(root / SAMPLES_NAME, sink.getvalue().to_pybytes())
+    store.write_bytes(store.join(root, SAMPLES_NAME), sink.getvalue().to_pybytes(), options)
 
 
-def read_samples(root: Path) -> pa.Table:
+def read_samples(root: str | Path, options: Options | None = None) -> pa.Table:
     """Read ``samples.parquet``; a clear ``ValueError`` when absent or unreadable."""
-    path = Path(root) / SAMPLES_NAME
+    where = store.join(root, SAMPLES_NAME)
     try:
-        return pq.read_table(path)
-    except FileNotFoundError:
-        raise ValueError(f"{path} is missing: not a finished shard set") from None
+        data = store.read_bytes(where, options)
+    except NotFound:
+        raise ValueError(f"{store.redact(where)} is missing: not a finished shard set") from None
+    try:
+        return pq.read_table(pa.BufferReader(data))
     except (pa.ArrowInvalid, OSError) as exc:
-        raise ValueError(f"{path} is not a readable parquet file ({exc})") from None
+        raise ValueError(f"{store.redact(where)} is not a readable parquet file ({exc})") from None
 
 
-def write_index(root: Path, shards: list[ShardInfo], meta: dict[str, Any]) -> None:
-    """Write ``index.json`` atomically: the last step of a build, its commit marker."""
+def write_index(
+    root: str | Path, shards: list[ShardInfo], meta: dict[str, Any], options: Options | None = None
+) -> None:
+    """Write ``index.json`` whole: the last step of a build, its commit marker."""
     body = {"format_version": FORMAT_VERSION, **meta, "shards": [asdict(s) for s in shards]}
-    atomic_write_bytes(root / INDEX_NAME, (json.dumps(body, indent=1) + "\n").encode())
+    data = (json.dumps(body, indent=1) + "\n").encode()
+    store.write_bytes(store.join(root, INDEX_NAME), data, options)
 
 
 def parse_index(text: str | bytes, root: str) -> Index:
@@ -130,14 +139,20 @@ def parse_index(text: str | bytes, root: str) -> Index:
     return Index(root=root, format_version=version, shards=shards, meta=body)
 
 
-def read_index(root: Path) -> Index:
-    """Read ``root/index.json`` from a local shard set."""
-    path = Path(root) / INDEX_NAME
+def read_index(root: str | Path, options: Options | None = None) -> Index:
+    """Read ``root/index.json`` of a shard set in a folder or at a URL.
+
+    Raises:
+        ValueError: it is missing (an unfinished set, or no set), or not a valid index;
+            ``shards.store.StoreError`` (a ValueError too): the location is refused or its
+            bucket missing.
+    """
+    where = store.join(root, INDEX_NAME)
     try:
-        text = path.read_bytes()
-    except FileNotFoundError:
+        text = store.read_bytes(where, options)
+    except NotFound:
         raise ValueError(
-            f"{path} is missing: the shard set is unfinished or not a shard set "
+            f"{store.redact(where)} is missing: the shard set is unfinished or not a shard set "
             "(re-run the build to finish it)"
         ) from None
     return parse_index(text, str(root))

@@ -16,14 +16,16 @@ Writes are whole or absent: a local file goes through ``shards.atomic`` (tempora
 rename); an object is one PUT (``write_bytes``) or a multipart upload that appears only when
 completed and is aborted on failure (``upload``).
 
-Errors: a URL that is missing (404, no such bucket) or refused (403) raises ``StoreError``, a
-``ValueError`` every command reports with exit 2; a store that fails in transit (5xx after the
+Errors: a URL that is missing (404, no such bucket) or refused (403) raises ``StoreError`` (a
+missing object in an existing bucket: its subclass ``NotFound``), a ``ValueError`` every
+command reports with exit 2; a store that fails in transit (5xx after the
 client's own retries, a refused or reset connection, a timeout) raises ``StoreUnavailable``,
 which callers may retry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import shutil
@@ -45,6 +47,10 @@ Options = Mapping[str, Any]
 class StoreError(ValueError):
     """A location that is missing or refused (404, no bucket, 403), or a store whose client is
     not installed: the user must act. The message names the URL, never a credential."""
+
+
+class NotFound(StoreError):
+    """No file or object at the URL (its bucket exists)."""
 
 
 class StoreUnavailable(OSError):
@@ -140,7 +146,7 @@ def translate(url: str, exc: BaseException) -> Exception:
     if isinstance(exc, FileNotFoundError):
         if "bucket" in text.lower():
             return StoreError(f"{where}: no such bucket ({text}); check the URL")
-        return StoreError(f"{where}: not found; check the URL")
+        return NotFound(f"{where}: not found; check the URL")
     if isinstance(exc, PermissionError):
         return StoreError(
             f"{where}: access denied ({text}); check the credentials the store's client finds "
@@ -170,7 +176,7 @@ def read_bytes(url: str | Path, options: Options | None = None) -> bytes:
         try:
             return path.read_bytes()
         except FileNotFoundError:
-            raise StoreError(f"{path}: not found") from None
+            raise NotFound(f"{path}: not found") from None
     fs, path = filesystem(str(url), options)
     return _call(str(url), fs.cat_file, path)
 
@@ -193,10 +199,8 @@ def size(url: str | Path, options: Options | None = None) -> int | None:
     fs, path = filesystem(str(url), options)
     try:
         return int(_call(str(url), fs.size, path))
-    except StoreError as exc:
-        if "not found" in str(exc):
-            return None
-        raise
+    except NotFound:
+        return None
 
 
 def exists(url: str | Path, options: Options | None = None) -> bool:
@@ -312,11 +316,8 @@ def remove(url: str | Path, options: Options | None = None, recursive: bool = Fa
             path.unlink(missing_ok=True)
         return
     fs, path = filesystem(str(url), options)
-    try:
+    with contextlib.suppress(NotFound):
         _call(str(url), fs.rm, path, recursive=recursive)
-    except StoreError as exc:
-        if "not found" not in str(exc):
-            raise
 
 
 def abort_stale_uploads(url: str, options: Options | None = None) -> int:
