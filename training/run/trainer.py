@@ -286,11 +286,15 @@ class _Run:
         last = self.ckpt_dir / LAST
         if not (self.options.resume or restarted()):
             return
-        if not last.exists():
+        state = load_checkpoint(last) if self.rank == 0 and last.exists() else None
+        if self.world > 1:  # rank 0's run folder: other nodes may have none (no shared disk)
+            box = [state]
+            dist.broadcast_object_list(box, src=0, device=self.device)
+            state = box[0]
+        if state is None:
             if self.options.resume:
                 raise ValueError(f"--resume: no checkpoint at {last}")
             return  # restarted before the first checkpoint: start over
-        state = load_checkpoint(last)
         saved_batch = state.get("global_batch")
         if saved_batch is not None and saved_batch != self.global_batch:
             raise ValueError(
