@@ -2,8 +2,9 @@
 
 The shared pieces live here, at the base of the package graph, so that each package's ``cli.py``
 uses them without importing another stage: ``group()`` makes a command group with the project's
-typer settings, ``fail()`` prints an error and gives the exit to raise, and ``ConfigOption`` /
-``SetOption`` are the ``--config`` / ``--set`` options.
+typer settings, ``fail()`` prints an error and gives the exit to raise, ``ConfigOption`` /
+``SetOption`` are the ``--config`` / ``--set`` options, and ``StorageOption``, ``CacheDirOption``
+and ``CacheLimitOption`` those of the commands that read shards from a store.
 """
 
 from __future__ import annotations
@@ -75,6 +76,26 @@ SetOption = typer.Option(
     "-s",
     help="Override one value: section.key=value (repeatable), e.g. train.epochs=5 or "
     "model.indexnet.output_stride=16.",
+)
+
+StorageOption = typer.Option(
+    [],
+    "--storage-option",
+    help="KEY=VALUE for the store's client (repeatable; dotted keys nest, e.g. "
+    "client_kwargs.region_name=eu-west-1), over storage.options; never printed or recorded.",
+)
+CacheDirOption = typer.Option(
+    None,
+    "--cache-dir",
+    help="Keep each shard read from a store in this local folder (checked against the index's "
+    "sha256), and the set's index: later epochs and runs read them from here "
+    "[default: storage.cache_dir].",
+)
+CacheLimitOption = typer.Option(
+    None,
+    "--cache-limit-gb",
+    help="GB of shards --cache-dir keeps, the least recently used evicted beyond it (0: no "
+    "limit) [default: storage.cache_limit_gb, 0].",
 )
 
 

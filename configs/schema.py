@@ -2,15 +2,16 @@
 
 Sections by concern: ``data`` (the shard build), ``model`` (the family, and one section per family
 with everything that is that family's own), ``train`` (the run's shape), ``optim`` (the optimiser
-and its schedule), ``augment``, ``loader``, ``runtime`` and ``validation``. Keys nest: a key is
-named by its dotted path, e.g. ``model.indexnet.loss.alpha_weight``. Names of older versions
-(``RENAMED``) still load, mapped to their new place.
+and its schedule), ``augment``, ``loader``, ``runtime``, ``validation`` and ``storage``. Keys
+nest: a key is named by its dotted path, e.g. ``model.indexnet.loss.alpha_weight``. Names of
+older versions (``RENAMED``) still load, mapped to their new place.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import types
 import typing
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -292,6 +293,37 @@ class ValidationConfig:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    """Reading shards from object storage (shards.store, shards.cache); never recorded whole."""
+
+    options: dict[str, Any] = field(default_factory=dict, repr=False)  # the client's; unrecorded
+    cache_dir: str | None = None  # local shard cache folder (null: no cache)
+    cache_limit_gb: float = 0.0  # shards kept in the cache at most, GB (0: no limit)
+
+    def __post_init__(self) -> None:
+        if self.cache_limit_gb < 0:
+            _fail(
+                "storage.cache_limit_gb",
+                f"must be >= 0 (0: no limit), got {self.cache_limit_gb}",
+            )
+
+    def override(
+        self,
+        options: Mapping[str, Any] | None = None,
+        cache_dir: str | Path | None = None,
+        cache_limit_gb: float | None = None,
+    ) -> StorageConfig:
+        """These settings under the command line's (``--storage-option``, parsed, over the
+        configured options key by key; ``--cache-dir``; ``--cache-limit-gb``)."""
+        return dataclasses.replace(
+            self,
+            options={**self.options, **(options or {})},
+            cache_dir=str(cache_dir) if cache_dir is not None else self.cache_dir,
+            cache_limit_gb=self.cache_limit_gb if cache_limit_gb is None else cache_limit_gb,
+        )
+
+
+@dataclass(frozen=True)
 class Config:
     """All stages' settings; ``to_dict()`` is what outputs record as their resolved config."""
 
@@ -303,16 +335,20 @@ class Config:
     loader: LoaderConfig = field(default_factory=LoaderConfig)  # reading the training data
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # precision, logs, checkpoints
     validation: ValidationConfig = field(default_factory=ValidationConfig)  # scoring in training
+    storage: StorageConfig = field(default_factory=StorageConfig)  # object storage, shard cache
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        """Plain, YAML/JSON-serialisable, nested dict of every resolved value."""
+        """Plain, YAML/JSON-serialisable, nested dict of every resolved value, as outputs record
+        it: ``storage.options`` (which may hold credentials) is recorded as ``{}``."""
 
         def plain(value: Any) -> Any:
             if isinstance(value, dict):
                 return {k: plain(v) for k, v in value.items()}
             return list(value) if isinstance(value, tuple) else value
 
-        return plain(dataclasses.asdict(self))
+        values = plain(dataclasses.asdict(self))
+        values["storage"]["options"] = {}
+        return values
 
 
 # Not pydantic (issue 11, item 6): a pydantic 2.14 version (strict frozen pydantic dataclasses,
@@ -401,6 +437,15 @@ def _coerce(where: str, value: Any, annotation: Any) -> Any:
         if value in allowed:
             return value
         _fail(where, f"expected one of {', '.join(map(str, allowed))}; got {value!r}")
+    if origin is dict or annotation is dict:
+        if isinstance(value, Mapping):
+            return dict(value)
+        _fail(where, f"expected a mapping of key: value, got {value!r}")
+    if origin is typing.Union or origin is types.UnionType:  # X | None
+        if value is None:
+            return None
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _coerce(where, value, inner[0])
     if origin is tuple:
         item_type = typing.get_args(annotation)[0]
         if not isinstance(value, (list, tuple)):
@@ -551,10 +596,11 @@ def _build(cls: type, prefix: str, flat: Mapping[str, Any]) -> Any:
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested dict's leaves by dotted key, e.g. ``{"model.indexnet.aspp": True, ...}``."""
+    """A nested dict's leaves by dotted key, e.g. ``{"model.indexnet.aspp": True, ...}``; an
+    empty mapping is a leaf (``storage.options: {}``)."""
     flat: dict[str, Any] = {}
     for key, value in values.items():
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and value:
             flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value

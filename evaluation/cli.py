@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from configs.cli import fail, group
+from configs.cli import CacheDirOption, CacheLimitOption, StorageOption, fail, group
 from evaluation.score import PER_IMAGE_CSV, SUMMARY_JSON, default_out, score_folder
 
 evaluate_app = group(
@@ -169,6 +169,9 @@ def run_command(
         help="YAML config; its model section names an official file's variant.",
     ),
     overrides: list[str] = typer.Option([], "--set", "-s", help="section.key=value override."),
+    storage_options: list[str] = StorageOption,
+    cache_dir: Path | None = CacheDirOption,
+    cache_limit_gb: float | None = CacheLimitOption,
 ) -> None:
     """Score a checkpoint on the validation shards at full resolution, as the benchmark does.
 
@@ -183,13 +186,16 @@ def run_command(
     from configs import ConfigError, load_config
     from evaluation.run import EvalOptions, evaluate
     from shards.reader import ShardError
+    from shards.store import parse_options
     from training.inference import enable_huge_pages
 
     enable_huge_pages()
 
     workers = workers if workers is not None else max(1, (os.cpu_count() or 2) - 1)
     try:
-        model_cfg = load_config(config, overrides).model
+        cfg = load_config(config, overrides)
+        model_cfg = cfg.model
+        storage = cfg.storage.override(parse_options(storage_options), cache_dir, cache_limit_gb)
         options = EvalOptions(
             checkpoint,
             shards,
@@ -202,6 +208,7 @@ def run_command(
             model_cfg,
             limit,
             baseline,
+            storage,
         )
         result = evaluate(options, _EvalBar())
     except (ConfigError, ValueError) as exc:

@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -41,13 +41,15 @@ import numpy as np
 import torch
 
 from configs import ModelConfig
+from configs.schema import StorageConfig
 from evaluation.contact_sheet import SheetRow, write_contact_sheet
 from evaluation.score import ImageScore, ScoreResult, write_results
 from shards.atomic import atomic_write_bytes
+from shards.cache import ShardCache
 from shards.codec import encode_png
 from shards.mattes import TRIMAP_UNKNOWN, trivial_alpha  # trivial_alpha: re-exported
 from shards.metrics import METRICS, all_metrics
-from shards.reader import resolve_shards, scored_samples
+from shards.reader import ShardList, resolve_shards, scored_samples
 from training.checkpoint import load_for_inference
 from training.inference import predict_alpha
 from training.models.build import describe
@@ -73,6 +75,8 @@ class EvalOptions:
     model_cfg: ModelConfig | None = None  # the variant of an official checkpoint
     limit: int = 0  # evaluate only the first N samples (0: all)
     baseline: bool = False  # also score trivial_alpha, for scale
+    # the store's options (never shown: repr=False) and the shard cache, for --shards on a store
+    storage: StorageConfig = field(default_factory=StorageConfig, repr=False)
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,9 @@ def evaluate(options: EvalOptions, progress: EvalProgress | None = None) -> Eval
         raise ValueError(f"--device must be cpu or cuda, got {options.device!r}")
     if options.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available; use --device cpu")
-    shards = resolve_shards(options.shards, "validation")
+    storage = options.storage
+    cache = ShardCache.of(storage.cache_dir, storage.cache_limit_gb)
+    shards = resolve_shards(options.shards, "validation", None, storage.options, cache)
     total = min(options.limit, shards.total) if options.limit else shards.total
     model = load_for_inference(options.checkpoint, options.model_cfg).to(options.device)
     out = Path(options.out)
@@ -163,7 +169,7 @@ def evaluate(options: EvalOptions, progress: EvalProgress | None = None) -> Eval
         )
         log("key " + " ".join(METRICS) + " ms")
         scores, trivial, sheet, model_seconds = _predict_and_score(
-            model, shards.urls, total, options, out, log, progress
+            model, shards, total, options, out, log, progress
         )
         seconds = time.perf_counter() - start
         means = {m: math.fsum(getattr(s, m) for s in scores) / len(scores) for m in METRICS}
@@ -210,7 +216,7 @@ def evaluate(options: EvalOptions, progress: EvalProgress | None = None) -> Eval
 
 def _predict_and_score(
     model: torch.nn.Module,
-    urls: tuple[str, ...],
+    shards: ShardList,
     total: int,
     options: EvalOptions,
     out: Path,
@@ -247,7 +253,7 @@ def _predict_and_score(
         pool = ProcessPoolExecutor(options.workers, context, _init_worker)
     progress.start(total)
     try:
-        for i, (key, rgb, trimap, alpha) in enumerate(scored_samples(urls, total)):
+        for i, (key, rgb, trimap, alpha) in enumerate(scored_samples(shards, total)):
             tick = time.perf_counter()
             try:
                 pred = predict_alpha(

@@ -3,15 +3,21 @@
 Where (``resolve_shards``): what a user passes as ``--shards`` becomes shard URLs and their
 sample counts, always from a shard set's ``index.json``:
 
-- a shard set folder (``/data/shards``) or its URL (``http://host/shards/``): the index there;
-  a split's folder (``/data/shards/validation``) or URL: that split, with the set's index;
-- a brace pattern (``/data/shards/train/train-{000000..000099}.tar``) or ``http(s)://`` URLs
-  of shards: the set's index is found two levels up (``<set>/<split>/<shard>.tar``);
+- a shard set folder (``/data/shards``) or its URL (``s3://bucket/shards``,
+  ``http://host/shards/``, any store ``shards.store`` reads): the index there; a split's
+  folder (``/data/shards/validation``) or URL (``s3://bucket/shards/validation``): that split,
+  with the set's index;
+- a brace pattern (``/data/shards/train/train-{000000..000099}.tar``) or URLs of shards: the
+  set's index is found two levels up (``<set>/<split>/<shard>.tar``);
 - a ``pipe:`` command (``pipe:aws s3 cp s3://b/train-{000000..000099}.tar -``): pass
   ``index=`` (the set's folder or URL), since a command has no location to look beside.
 
-What (``read_samples``): each shard is opened with WebDataset's ``gopen`` (a file, an HTTP URL
-streamed through curl, or a ``pipe:`` command's output) and read once, front to back, as a tar
+The ``ShardList`` carries the store's options (``--storage-option``) and the node's shard
+cache (``shards.cache``), so that every process reading it (loader workers included) reads
+alike.
+
+What (``read_samples``): each shard (a local file, a URL read with ranged GETs through
+``shards.store``, or a ``pipe:`` command's output) is read once, front to back, as a tar
 stream (``tar_entries``, which ``shards.verify`` also uses); a sample's members are grouped by
 key and only the members asked for are kept and decoded, by the codec ``shards.schema`` gives
 them. Colour members decode to RGB, greys to (H, W) uint8, ``json`` to a dict.
@@ -23,13 +29,11 @@ naming the shard, the key and the member. Callers decide whether to stop or skip
 
 from __future__ import annotations
 
-import http.client
 import io
 import json
 import re
+import sys
 import tarfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,10 +46,13 @@ import pyarrow.parquet as pq
 from webdataset.gopen import gopen
 from webdataset.shardlists import expand_urls
 
+from shards import store
+from shards.cache import ShardCache
 from shards.codec import decode_color, decode_grey
-from shards.index import INDEX_NAME, SAMPLES_NAME, Index, parse_index, read_index
+from shards.index import INDEX_NAME, SAMPLES_NAME, Index, ShardInfo, parse_index
 from shards.index import read_samples as read_sample_table
 from shards.schema import SCORED_MEMBERS, SHARED_MEMBERS, SPLITS, member, name_of
+from shards.store import CHUNK, NotFound, Options, StoreError, StoreUnavailable
 
 VERIFY_HINT = "check the set with `indexnet shards verify`"
 
@@ -74,27 +81,77 @@ class ShardList:
     urls: tuple[str, ...]
     samples: tuple[int, ...]
     index: Index
+    # the store's --storage-option values: carried to every reader, never shown
+    options: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    cache: ShardCache | None = None  # where shards read from a store are kept
 
     @property
     def total(self) -> int:
         return sum(self.samples)
 
+    def info(self, url: str) -> ShardInfo | None:
+        """What the index records of the shard at ``url`` (its bytes and sha256)."""
+        name = shard_name(url)
+        return next((s for s in self.index.shards if s.path.rsplit("/", 1)[-1] == name), None)
+
 
 def is_url(spec: str) -> bool:
-    """``scheme://...`` (http, https, ...), as opposed to a local path or a ``pipe:`` command."""
+    """``scheme://...`` (s3, gs, http, ...), as opposed to a local path or a ``pipe:`` command."""
     return bool(re.match(r"^[a-z][a-z0-9+.-]*://", spec))
 
 
-def load_index(location: str) -> Index:
-    """``index.json`` of a shard set given as a folder or an ``http(s)://`` URL."""
-    if not is_url(location):
-        return read_index(Path(location))
-    url = location.rstrip("/") + "/" + INDEX_NAME
+_FROM_CACHE: set[str] = set()  # sets this process has said it reads from the cache
+
+
+def _read_meta(root: str, name: str, options: Options | None, cache: ShardCache | None) -> bytes:
+    """``root/name`` (``index.json``, ``samples.parquet``) of a set: read where it is and kept
+    in ``cache``; when the store is unreachable, the cache's copy, said once per set.
+
+    Raises:
+        shards.store.NotFound, shards.store.StoreError, shards.store.StoreUnavailable.
+    """
+    where = store.join(root, name)
+    if cache is None or not is_url(root):
+        return store.read_bytes(where, options)
     try:
-        with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - user's URL
-            return parse_index(response.read(), location)
-    except (urllib.error.URLError, OSError) as exc:
-        raise ValueError(f"cannot read {url} ({exc}); is the shard set served there?") from None
+        data = store.read_bytes(where, options)
+    except StoreUnavailable as exc:
+        data = cache.load_meta(root, name)
+        if data is None:
+            raise
+        if root not in _FROM_CACHE:
+            _FROM_CACHE.add(root)
+            print(
+                f"note: {store.redact(root)} is unreachable ({exc}); working from the cache "
+                f"{cache.root}",
+                file=sys.stderr,
+                flush=True,
+            )
+        return data
+    cache.save_meta(root, name, data)
+    return data
+
+
+def load_index(
+    location: str, options: Options | None = None, cache: ShardCache | None = None
+) -> Index:
+    """``index.json`` of a shard set given as a folder or a URL (``s3://``, ``http(s)://``...).
+
+    Raises:
+        ValueError: it is missing or not an index (``shards.store.StoreError``: the location
+            is refused or its bucket missing), or the store is unreachable with no cached copy
+            (each naming the URL).
+    """
+    try:
+        text = _read_meta(location, INDEX_NAME, options, cache)
+    except NotFound:
+        raise ValueError(
+            f"{store.redact(store.join(location, INDEX_NAME))} is missing: the shard set is "
+            "unfinished or not a shard set (re-run the build to finish it)"
+        ) from None
+    except StoreUnavailable as exc:
+        raise ValueError(f"cannot read {exc}; is the shard set served there?") from None
+    return parse_index(text, location)
 
 
 def _join(root: str, rel: str) -> str:
@@ -106,8 +163,27 @@ def shard_urls(index: Index, split: str) -> tuple[str, ...]:
     return tuple(_join(index.root, s.path) for s in index.split(split))
 
 
-def resolve_shards(spec: str, split: str = "train", index: str | None = None) -> ShardList:
+def split_shards(
+    index: Index, split: str, options: Options | None = None, cache: ShardCache | None = None
+) -> ShardList:
+    """The ``ShardList`` of one split of a set whose index is read (maybe empty)."""
+    counts = tuple(s.samples for s in index.split(split))
+    return ShardList(shard_urls(index, split), counts, index, dict(options or {}), cache)
+
+
+def resolve_shards(
+    spec: str,
+    split: str = "train",
+    index: str | None = None,
+    options: Options | None = None,
+    cache: ShardCache | None = None,
+) -> ShardList:
     """Shard URLs and sample counts for ``--shards`` (see the module docstring).
+
+    Args:
+        options: the store's ``--storage-option``s, carried by the ``ShardList`` to whoever
+            reads it (loader processes included).
+        cache: where shards read from a store are kept (``shards.cache``), or None.
 
     Raises:
         ValueError: no index can be found, a named shard is not in it, or the split is empty.
@@ -115,14 +191,13 @@ def resolve_shards(spec: str, split: str = "train", index: str | None = None) ->
     is_set = not spec.endswith(".tar") and "{" not in spec and not spec.startswith("pipe:")
     parent, _, name = spec.rstrip("/").rpartition("/")
     if is_set and name in SPLITS and (is_url(spec) or not (Path(spec) / INDEX_NAME).exists()):
-        # a split's folder (OUT/validation): the set is its parent
+        # a split's folder (OUT/validation) or prefix (s3://b/set/validation): the set is its parent
         split, spec = name, parent or "."
     if is_set:
-        idx = load_index(index or spec)
-        shards = idx.split(split)
-        if not shards:
-            raise ValueError(f"{spec}: the shard set has no '{split}' shards")
-        return ShardList(shard_urls(idx, split), tuple(s.samples for s in shards), idx)
+        shards = split_shards(load_index(index or spec, options, cache), split, options, cache)
+        if not shards.urls:
+            raise ValueError(f"{store.redact(spec)}: the shard set has no '{split}' shards")
+        return shards
     urls = tuple(expand_urls(spec))
     if index is None:
         if spec.startswith("pipe:"):
@@ -131,15 +206,15 @@ def resolve_shards(spec: str, split: str = "train", index: str | None = None) ->
             )
         first = urls[0]
         index = first.rsplit("/", 2)[0] if is_url(first) else str(Path(first).parent.parent)
-    idx = load_index(index)
+    idx = load_index(index, options, cache)
     by_name = {s.path.rsplit("/", 1)[-1]: s for s in idx.shards}
     counts = []
     for url in urls:
         name = shard_name(url)
         if name not in by_name:
-            raise ValueError(f"{url}: shard {name} is not in {index}/{INDEX_NAME}")
+            raise ValueError(f"{store.redact(url)}: shard {name} is not in {index}/{INDEX_NAME}")
         counts.append(by_name[name].samples)
-    return ShardList(urls, tuple(counts), idx)
+    return ShardList(urls, tuple(counts), idx, dict(options or {}), cache)
 
 
 def shard_name(url: str) -> str:
@@ -171,15 +246,18 @@ class ShardSamples:
         return self.offsets[first], self.offsets[last] + self.lengths[last] - self.offsets[first]
 
 
-def _read_table(root: str) -> pa.Table:
+def _read_table(shards: ShardList) -> pa.Table:
+    root = shards.index.root
     if not is_url(root):
         return read_sample_table(Path(root))
-    url = root.rstrip("/") + "/" + SAMPLES_NAME
+    where = store.redact(store.join(root, SAMPLES_NAME))
     try:
-        with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - user's URL
-            return pq.read_table(pa.BufferReader(response.read()))
-    except (urllib.error.URLError, OSError, pa.ArrowInvalid) as exc:
-        raise ValueError(f"cannot read {url} ({exc}); is the shard set served there?") from None
+        data = _read_meta(root, SAMPLES_NAME, shards.options, shards.cache)
+        return pq.read_table(pa.BufferReader(data))
+    except NotFound:
+        raise ValueError(f"{where} is missing: not a finished shard set") from None
+    except (StoreUnavailable, pa.ArrowInvalid) as exc:
+        raise ValueError(f"cannot read {where} ({exc}); is the shard set served there?") from None
 
 
 def shard_samples(shards: ShardList) -> tuple[ShardSamples, ...]:
@@ -190,7 +268,7 @@ def shard_samples(shards: ShardList) -> tuple[ShardSamples, ...]:
         ValueError: ``samples.parquet`` cannot be read, or disagrees with ``index.json`` on a
             shard's sample count (named: rebuild the index).
     """
-    table = _read_table(shards.index.root)
+    table = _read_table(shards)
     has_offsets = {"offset", "length"} <= set(table.column_names)
     columns = ["key", "shard", "position", "status"] + (["offset", "length"] if has_offsets else [])
     hashed = [name for name in SHARED_MEMBERS if f"{name}_sha256" in table.column_names]
@@ -256,7 +334,7 @@ def tar_entries(stream: BinaryIO, read: Callable[[str], bool] | None = None) -> 
 
 
 class _Dropped(EOFError):
-    """An HTTP body that stopped before its end: the connection, not the shard."""
+    """A store or server that failed in transit: the connection, not the shard."""
 
 
 class _Window(io.RawIOBase):
@@ -264,12 +342,9 @@ class _Window(io.RawIOBase):
     the stream, after reading a ``pipe:`` command's output to its end (so that the command
     exits cleanly rather than by a broken pipe)."""
 
-    def __init__(
-        self, stream: BinaryIO, length: int | None, drain: bool = False, transport: bool = False
-    ) -> None:
+    def __init__(self, stream: BinaryIO, length: int | None, drain: bool = False) -> None:
         super().__init__()
         self.stream, self.left, self.drain = stream, length, drain
-        self.transport = transport  # an HTTP body: ending short is the connection's fault
 
     def readable(self) -> bool:
         return True
@@ -278,15 +353,9 @@ class _Window(io.RawIOBase):
         if self.left is None:
             return self.stream.read(size)
         size = self.left if size < 0 else min(size, self.left)
-        try:
-            data = self.stream.read(size)
-        except (OSError, http.client.HTTPException) as exc:
-            if self.transport:
-                raise _Dropped(f"the connection failed ({exc!r})") from None
-            raise
+        data = self.stream.read(size)
         if size and not data:
-            message = f"it ends {self.left:,} bytes before the samples asked for do"
-            raise (_Dropped if self.transport else EOFError)(message)
+            raise EOFError(f"it ends {self.left:,} bytes before the samples asked for do")
         self.left -= len(data)
         return data
 
@@ -300,41 +369,52 @@ class _Window(io.RawIOBase):
                 super().close()
 
 
-def _open_url(url: str, offset: int, length: int | None) -> BinaryIO:
-    """An HTTP(S) shard's bytes from ``offset`` (a ``Range`` request; all to its end when
-    ``length`` is None). A server that is unreachable or fails (5xx) raises
-    ``TransientShardError``; one that has no such file (4xx), or a file shorter than the bytes
-    asked for, ``ShardError``."""
-    last = "" if length is None else str(offset + length - 1)
-    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-{last}"})
-    try:
-        response = urllib.request.urlopen(request, timeout=60)  # noqa: S310 - user's URL
-    except urllib.error.HTTPError as exc:
-        kind = TransientShardError if exc.code >= 500 else ShardError
-        raise kind(f"cannot read shard {url}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise TransientShardError(f"cannot read shard {url}: {reason}") from None
-    size = _file_size(response)
-    if length is not None and size is not None and size < offset + length:
-        response.close()
-        raise ShardError(
-            f"shard {url} is {size:,} bytes, but its samples are recorded up to byte "
-            f"{offset + length:,}; {VERIFY_HINT}"
-        )
-    if response.status != 206:  # the whole file came: drop what precedes the range
-        _skip(response, offset, url)
-    return _Window(response, length, transport=True)
+class _Ranged(io.RawIOBase):
+    """Bytes ``start .. end - 1`` of a file on a store or server, fetched in order in pieces of
+    at most ``shards.store.CHUNK`` bytes, each a ranged GET of exactly what is still wanted.
+
+    A store that fails in transit raises ``_Dropped`` (the loader reads the rest again); one
+    that refuses or lacks the file raises ``ShardError``; a file that ends before ``end``,
+    ``EOFError`` (the samples recorded are not all there).
+    """
+
+    def __init__(self, url: str, start: int, end: int, options: Options | None) -> None:
+        super().__init__()
+        self.url, self.at, self.end, self.options = url, start, end, options
+        self.piece = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if not self.piece and self.at < self.end:
+            stop = min(self.at + CHUNK, self.end)
+            try:
+                piece = store.read_range(self.url, self.at, stop, self.options)
+            except StoreUnavailable as exc:
+                if _refused(exc):
+                    raise ShardError(f"cannot read shard {exc}") from None
+                raise _Dropped(str(exc)) from None
+            except StoreError as exc:
+                raise ShardError(f"cannot read shard {exc}") from None
+            if len(piece) > stop - self.at:  # a server that ignores Range sends the whole file
+                piece = piece[self.at : stop]
+            if len(piece) < stop - self.at:
+                raise EOFError(
+                    f"it ends {self.end - self.at - len(piece):,} bytes before the samples asked "
+                    "for do"
+                )
+            self.piece, self.at = piece, stop
+        size = len(self.piece) if size < 0 else size
+        data, self.piece = self.piece[:size], self.piece[size:]
+        return data
 
 
-def _file_size(response) -> int | None:
-    """The whole file's size, from ``Content-Range: bytes a-b/size`` (206) or
-    ``Content-Length`` (200); None when the server does not say."""
-    if response.status == 206:
-        total = (response.headers.get("Content-Range") or "").rpartition("/")[2]
-        return int(total) if total.isdigit() else None
-    length = response.headers.get("Content-Length")
-    return int(length) if length and length.isdigit() else None
+def _refused(exc: BaseException) -> bool:
+    """Whether a client error behind ``exc`` is an HTTP 4xx other than a timeout or throttling
+    (the file is refused or absent: retrying will not help)."""
+    status = getattr(exc.__cause__, "status", None)
+    return isinstance(status, int) and 400 <= status < 500 and status not in (408, 429)
 
 
 def _skip(stream: BinaryIO, count: int, url: str) -> None:
@@ -346,25 +426,49 @@ def _skip(stream: BinaryIO, count: int, url: str) -> None:
         count -= len(data)
 
 
-def open_shard(url: str, offset: int = 0, length: int | None = None) -> BinaryIO:
+def open_shard(
+    url: str, offset: int = 0, length: int | None = None, shards: ShardList | None = None
+) -> BinaryIO:
     """A shard's bytes as a stream, from byte ``offset``, ``length`` bytes (None: to its end).
 
-    A local file seeks; an ``http(s)://`` URL asks for just those bytes with a ``Range``
-    request (a server that ignores it sends the whole file, whose start is read and dropped);
-    a ``pipe:`` command's output is read and dropped up to ``offset``. The whole shard
-    (``offset`` 0, no ``length``) of a URL streams through curl, as WebDataset reads it.
+    A local file seeks; a URL (``s3://``, ``gs://``, ``http(s)://``...) is read with ranged
+    GETs of just those bytes (``shards.store.read_range``), or, when ``shards`` has a cache,
+    downloaded whole once, checked against the index and read from the local copy; a
+    ``pipe:`` command's output is read and dropped up to ``offset``. ``shards`` (the
+    ``ShardList`` the URL comes from) also gives the store's options and the shard's size.
+
+    Raises:
+        TransientShardError: the store failed in transit; ShardError: it refused the shard,
+            has none, or holds other bytes than the index records.
     """
-    if offset == 0 and length is None and not is_url(url):
-        return gopen(url, "rb")
     if url.startswith("pipe:"):
         stream = gopen(url, "rb")
         _skip(stream, offset, url)
         return _Window(stream, length, drain=True)
-    if is_url(url):
-        return _open_url(url, offset, length)
-    stream = open(url, "rb")  # noqa: SIM115 - closed by the caller
-    stream.seek(offset)
-    return _Window(stream, length)
+    if not is_url(url):
+        if offset == 0 and length is None:
+            return gopen(url, "rb")
+        stream = open(url, "rb")  # noqa: SIM115 - closed by the caller
+        stream.seek(offset)
+        return _Window(stream, length)
+    options = shards.options if shards is not None else None
+    info = shards.info(url) if shards is not None else None
+    try:
+        if info is not None and shards.cache is not None:
+            stream = shards.cache.open(url, info.sha256, info.bytes, options)
+            stream.seek(offset)
+            return _Window(stream, length)
+        end = offset + length if length is not None else info.bytes if info else None
+        if end is None:
+            end = store.size(url, options)
+            if end is None:
+                raise NotFound(f"{store.redact(url)}: not found")
+    except StoreUnavailable as exc:
+        kind = ShardError if _refused(exc) else TransientShardError
+        raise kind(f"cannot read shard {exc}") from None
+    except ValueError as exc:  # StoreError, CacheMismatch
+        raise ShardError(f"cannot read shard {exc}") from None
+    return _Ranged(url, offset, end, options)
 
 
 @dataclass(frozen=True)
@@ -377,12 +481,17 @@ class RawSample:
 
 
 def raw_samples(
-    url: str, names: Iterable[str] | None = None, offset: int = 0, length: int | None = None
+    url: str,
+    names: Iterable[str] | None = None,
+    offset: int = 0,
+    length: int | None = None,
+    shards: ShardList | None = None,
 ) -> Iterator[RawSample]:
     """The samples of one shard in order, with only the members ``names`` (None: all).
 
     ``offset`` and ``length`` read only those bytes (``open_shard``): a run of whole samples,
-    as ``ShardSamples.span`` gives it.
+    as ``ShardSamples.span`` gives it; ``shards``, the ``ShardList`` of ``url``, gives the
+    store's options and cache.
 
     Raises:
         ShardError: the shard cannot be opened or is not a tar to its end (named, with the
@@ -392,7 +501,7 @@ def raw_samples(
     read = None if wanted is None else (lambda file: name_of(file) in wanted)
     key, files = None, {}
     try:
-        with open_shard(url, offset, length) as stream:
+        with open_shard(url, offset, length, shards) as stream:
             for entry in tar_entries(stream, read):
                 if entry.key != key and key is not None:
                     yield RawSample(key, url, files)
@@ -462,12 +571,17 @@ def decode(
 
 
 def read_samples(
-    urls: Iterable[str], names: Iterable[str], limit: int = 0, rank: int = 0, world: int = 1
+    urls: Iterable[str] | ShardList,
+    names: Iterable[str],
+    limit: int = 0,
+    rank: int = 0,
+    world: int = 1,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(key, decoded members)`` of the samples of the shards, in order.
 
     Args:
-        urls: the shards, read one after the other.
+        urls: the shards, read one after the other (a ``ShardList``: with its store's
+            options and cache).
         names: the members to decode (``shards.schema``), e.g. ``SCORED_MEMBERS``.
         limit: stop after the first ``limit`` samples (0: all).
         rank, world: keep only samples ``i`` with ``i % world == rank`` (the others are read
@@ -477,7 +591,10 @@ def read_samples(
         ShardError: a shard that cannot be read; ValueError: a sample that cannot be decoded.
     """
     names = tuple(names)
-    samples = (raw for url in urls for raw in raw_samples(url, names))
+    shards = urls if isinstance(urls, ShardList) else None
+    if shards is not None:
+        urls = shards.urls
+    samples = (raw for url in urls for raw in raw_samples(url, names, shards=shards))
     for i, raw in enumerate(samples):
         if limit and i >= limit:
             return
@@ -486,7 +603,7 @@ def read_samples(
 
 
 def scored_samples(
-    urls: Iterable[str], limit: int = 0, rank: int = 0, world: int = 1
+    urls: Iterable[str] | ShardList, limit: int = 0, rank: int = 0, world: int = 1
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
     """``(key, composite, trimap, alpha)`` of the samples, as validation and evaluation score
     them: (H, W, 3) uint8 RGB, (H, W) uint8 0/128/255, (H, W) uint8 (``read_samples``'s args).

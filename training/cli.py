@@ -7,13 +7,22 @@ group) starts fast for commands that never touch a model.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import typer
 
 from configs import ConfigError, load_config
-from configs.cli import ConfigOption, SetOption, fail, group
+from configs.cli import (
+    CacheDirOption,
+    CacheLimitOption,
+    ConfigOption,
+    SetOption,
+    StorageOption,
+    fail,
+    group,
+)
 from configs.schema import all_keys
 
 model_app = group(
@@ -315,6 +324,9 @@ def train_command(
         "[default: one epoch]; print samples/s per loader process and how many a GPU at "
         "loader.target_step_ms needs; write RUN_DIR/data_only.json.",
     ),
+    storage_options: list[str] = StorageOption,
+    cache_dir: Path | None = CacheDirOption,
+    cache_limit_gb: float | None = CacheLimitOption,
 ) -> None:
     """Train a matting model on a shard set: IndexNet with the reference recipe
     (configs/default.yaml), or ViTMatte (--config configs/vitmatte.yaml).
@@ -324,10 +336,13 @@ def train_command(
     indexnet script followed by train). Writes RUN_DIR/checkpoints/last.pt (every epoch and
     every runtime.checkpoint_every steps), best.pt (by validation Grad), train.jsonl and
     config.yaml. --resume, or a torchrun restart, continues from last.pt. --data-only times the
-    data path alone, to size --loader-workers for a GPU. Exit code 0: done;
+    data path alone, to size --loader-workers for a GPU. --shards may be on object storage
+    (s3://bucket/set, gs://, az://), read with ranged GETs; every node reads it there, rank 0
+    writes RUN_DIR locally; --cache-dir keeps the shards on the node. Exit code 0: done;
     1: training stopped (non-finite loss, corrupt shard); 2: bad options, config or shards.
     """
     from shards.reader import ShardError
+    from shards.store import parse_options
     from training.inference import enable_huge_pages
     from training.run.trainer import RunOptions, TrainingError, train
 
@@ -335,6 +350,8 @@ def train_command(
 
     try:
         cfg = load_config(config, _train_overrides(overrides, epochs, batch_size, input_size))
+        storage = cfg.storage.override(parse_options(storage_options), cache_dir, cache_limit_gb)
+        cfg = dataclasses.replace(cfg, storage=storage)
         if loader_workers is not None and loader_workers < 0:
             raise ValueError(f"--loader-workers must be >= 0, got {loader_workers}")
         if max_steps is not None and max_steps < 1:

@@ -1,14 +1,16 @@
 """Stream augmented training samples from a shard set in the exact order of ``training.data.order``.
 
-The shards come from ``shards.reader.resolve_shards`` (a folder, an HTTP URL, a brace pattern
-or a ``pipe:`` command); where each sample lies in its shard comes from the set's
+The shards come from ``shards.reader.resolve_shards`` (a folder, a store or HTTP URL, a brace
+pattern or a ``pipe:`` command; the ``ShardList`` carries the store's options and the shard
+cache to the loader processes); where each sample lies in its shard comes from the set's
 ``samples.parquet`` (``shards.reader.shard_samples``).
 
 ``MattingStream`` is the ``IterableDataset`` of one rank for one epoch, from a given step on.
 Each loader worker (or the training process, with no workers) reads the canonical streams of
 its slots (``training.data.order.worker_slots``): per stream a forward pass over a few consecutive
-shards, each run of samples read with one request (``open_shard``: a seek on a file, an HTTP
-``Range`` request, a ``pipe:`` read and dropped up to the run). Undecoded samples wait in the
+shards, each run of samples read in one pass (``open_shard``: a seek on a file, ranged GETs of
+just its bytes on a store or HTTP server, a seek in the cached copy, a ``pipe:`` read and
+dropped up to the run). Undecoded samples wait in the
 stream's shuffle window until the order emits them, so at most ``loader.shuffle_window`` raw
 samples per stream are held. A resumed stream reads only what it has still to give: the few
 samples that were waiting in its window, each with a small read, then the rest in one pass.
@@ -280,7 +282,7 @@ class MattingStream(IterableDataset):
         offset, length = recorded.span(first, count)
         skip = 0 if recorded.offsets is not None else first  # no offsets: read from the start
         got = 0
-        for raw in raw_samples(url, TRAIN_MEMBERS, offset, length):
+        for raw in raw_samples(url, TRAIN_MEMBERS, offset, length, self.shards):
             if skip:
                 skip -= 1
                 continue

@@ -24,6 +24,7 @@ import torch.distributed as dist
 
 from configs import Config
 from shards.atomic import atomic_write_bytes
+from shards.cache import ShardCache
 from shards.reader import resolve_shards, shard_samples
 from training.data.batching import default_workers, device_inputs, epoch_batches
 from training.data.stream import check_order
@@ -96,7 +97,9 @@ def measure_data(cfg: Config, options) -> DataOnlyReport:
     rank, world, local_rank = join_process_group(options.device)
     try:
         device = device_for(options.device, local_rank)
-        shards = resolve_shards(options.shards, "train", options.index)
+        storage = cfg.storage
+        cache = ShardCache.of(storage.cache_dir, storage.cache_limit_gb)
+        shards = resolve_shards(options.shards, "train", options.index, storage.options, cache)
         workers = (
             default_workers(batch_size)
             if options.loader_workers is None

@@ -51,7 +51,8 @@ from torch.nn.parallel import DistributedDataParallel
 from configs import Config
 from configs.schema import flatten
 from shards.atomic import atomic_write_bytes
-from shards.reader import resolve_shards, shard_samples
+from shards.cache import ShardCache
+from shards.reader import resolve_shards, shard_samples, split_shards
 from training.checkpoint import load_checkpoint, load_for_inference, save_checkpoint
 from training.data.batching import Batch, default_workers, device_inputs, epoch_batches
 from training.data.stream import check_order
@@ -206,7 +207,10 @@ class _Run:
             raise ValueError(
                 "runtime.sync_bn needs --device cuda: SyncBatchNorm has no CPU kernels"
             )
-        self.shards = resolve_shards(options.shards, "train", options.index)
+        storage = cfg.storage  # the store's options and the node's shard cache ride on the lists
+        cache = ShardCache.of(storage.cache_dir, storage.cache_limit_gb)
+        self.shards = resolve_shards(options.shards, "train", options.index, storage.options, cache)
+        self.validation = split_shards(self.shards.index, "validation", storage.options, cache)
         if cfg.validation.enabled and not self.shards.index.split("validation"):
             raise ValueError(
                 f"{options.shards}: the shard set has no validation shards to score after each "
@@ -282,11 +286,15 @@ class _Run:
         last = self.ckpt_dir / LAST
         if not (self.options.resume or restarted()):
             return
-        if not last.exists():
+        state = load_checkpoint(last) if self.rank == 0 and last.exists() else None
+        if self.world > 1:  # rank 0's run folder: other nodes may have none (no shared disk)
+            box = [state]
+            dist.broadcast_object_list(box, src=0, device=self.device)
+            state = box[0]
+        if state is None:
             if self.options.resume:
                 raise ValueError(f"--resume: no checkpoint at {last}")
             return  # restarted before the first checkpoint: start over
-        state = load_checkpoint(last)
         saved_batch = state.get("global_batch")
         if saved_batch is not None and saved_batch != self.global_batch:
             raise ValueError(
@@ -299,6 +307,7 @@ class _Run:
             change
             for change in _changed(state.get("config") or {}, self.cfg.to_dict())
             if not (change.startswith("train.batch_size:") and saved_batch is not None)
+            and not change.startswith("storage.")  # where shards come from, not what they are
         ]
         if changed and self.rank == 0:
             print(
@@ -351,7 +360,7 @@ class _Run:
         """Score the validation split (shared over ranks); keep ``best.pt`` by Grad."""
         scored = score_validation(
             self.model,
-            self.shards.index.root,
+            self.validation,
             self.device,
             self.cfg.validation.max_samples,
             self.rank,

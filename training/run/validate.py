@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from shards.mattes import trivial_alpha
 from shards.metrics import METRICS, all_metrics
-from shards.reader import load_index, scored_samples, shard_urls
+from shards.reader import ShardList, load_index, scored_samples, split_shards
 from training.inference import predict_alpha
 
 
@@ -43,7 +43,7 @@ class Validation:
 
 def score_validation(
     model: torch.nn.Module,
-    set_root: str,
+    set_root: str | ShardList,
     device: torch.device,
     limit: int = 0,
     rank: int = 0,
@@ -57,6 +57,8 @@ def score_validation(
     its share and all get the same means.
 
     Args:
+        set_root: the shard set's folder or URL, or its validation ``ShardList`` (which
+            carries the store's options and cache).
         baseline: also score ``trivial_alpha`` on every sample.
         keep: keep this rank's first ``keep`` samples and predictions (``Validation.kept``).
 
@@ -68,9 +70,11 @@ def score_validation(
     width = len(METRICS) * (2 if baseline else 1) + 1  # the metrics, the baseline's, the count
     sums = torch.zeros(width, dtype=torch.float64)
     kept = []
-    urls = shard_urls(load_index(set_root), "validation")
+    shards = set_root
+    if not isinstance(shards, ShardList):
+        shards = split_shards(load_index(set_root), "validation")
     # every rank reads the split (a few shards) and decodes its share of the samples
-    for _key, rgb, trimap, alpha in scored_samples(urls, limit, rank, world):
+    for _key, rgb, trimap, alpha in scored_samples(shards, limit, rank, world):
         pred = predict_alpha(model, rgb, trimap, device)
         scores = all_metrics(pred, alpha, trimap)
         row = [scores[m] for m in METRICS]
@@ -87,7 +91,7 @@ def score_validation(
         sums = sums.cpu()
     count = int(sums[-1])
     if not count:
-        raise ValueError(f"{set_root}: no validation samples to score")
+        raise ValueError(f"{shards.index.root}: no validation samples to score")
 
     def means(offset: int) -> dict[str, float]:
         return {m: float(sums[offset + i]) / count for i, m in enumerate(METRICS)} | {
@@ -99,7 +103,7 @@ def score_validation(
 
 def validate(
     model: torch.nn.Module,
-    set_root: str,
+    set_root: str | ShardList,
     device: torch.device,
     limit: int = 0,
     rank: int = 0,
