@@ -11,13 +11,19 @@ The order of a build, and why:
    result is byte-identical to an uninterrupted build.
 4. ``samples.parquet``, then ``index.json``: the commit marker, written only when every shard
    is on disk.
+
+Inputs and ``out`` may each be a local folder or a store URL (``s3://bucket/set``; see
+``shards.store``), so a build needs no shared filesystem: each worker reads its inputs and
+uploads its own shards. The store's options (``--storage-option``) travel to the tasks but are
+never written into ``plan.parquet``, ``samples.parquet``, ``index.json`` or a message; the index
+names the input folders without any credentials in their URLs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,9 +34,10 @@ import pyarrow.parquet as pq
 
 from configs import Config
 from pipeline.compose import COMPOSITION_RULE, RECORDS_DIR, ShardResult, build_shard
-from pipeline.inputs import InputError, Inputs, scan_inputs
+from pipeline.inputs import InputError, Inputs, location, read_input, scan_inputs, shown
 from pipeline.plan import Plan, Split, make_plan, shard_tasks, split_foregrounds
-from shards.atomic import TMP_SUFFIX, atomic_write_bytes
+from shards import store
+from shards.atomic import TMP_SUFFIX
 from shards.cluster import ClusterOptions, dashboard_link, dask_client, map_bounded
 from shards.codec import decode_grey
 from shards.index import INDEX_NAME, SAMPLES_NAME, ShardInfo, write_index, write_samples
@@ -44,7 +51,7 @@ PLAN_NAME = "plan.parquet"
 class BuildSummary:
     """The outcome of a build, for the closing summary and the exit code."""
 
-    out: Path
+    out: Path | str  # a local folder or a store URL
     planned: int = 0  # samples in the plan
     written: int = 0  # samples in the shards
     replaced: int = 0  # written with a spare background
@@ -68,19 +75,25 @@ class BuildSummary:
 class BuildProgress:
     """Callbacks a front end overrides to show progress; the defaults do nothing."""
 
-    def start(self, out: Path, samples: int, shards: int, cluster: str, dashboard: str | None):
+    def start(
+        self, out: Path | str, samples: int, shards: int, cluster: str, dashboard: str | None
+    ):
         """Before the first shard is submitted."""
 
     def shard_done(self, result: ShardResult | None, samples: int) -> None:
         """After each shard (``result`` None when it failed); ``samples`` it planned."""
 
 
-def default_out(data_dir: Path) -> Path:
+def default_out(data_dir: str | Path) -> Path | str:
     """Shards go to a ``shards`` folder beside the data dir unless ``--out`` says otherwise."""
+    if store.is_remote(data_dir):
+        return str(data_dir).rstrip("/").rsplit("/", 1)[0] + "/shards"
     return Path(data_dir).resolve().parent / "shards"
 
 
-def _validation_trimap_problems(inputs: Inputs, split: Split) -> list[str]:
+def _validation_trimap_problems(
+    inputs: Inputs, split: Split, options: Mapping | None = None
+) -> list[str]:
     """Validation is scored on AIM-500's trimaps: they must hold only 0, 128 and 255."""
     problems = []
     by_id = {fg.id: fg for fg in inputs.foregrounds}
@@ -89,78 +102,92 @@ def _validation_trimap_problems(inputs: Inputs, split: Split) -> list[str]:
         if path is None:
             continue  # reported by make_plan together with the background count
         try:
-            values = np.unique(decode_grey(Path(path).read_bytes()))
+            values = np.unique(decode_grey(read_input(path, options)))
         except (OSError, ValueError) as exc:
-            problems.append(f"{path}: {exc}")
+            problems.append(f"{shown(path)}: {exc}")
             continue
         extra = sorted(set(values.tolist()) - set(TRIMAP_VALUES))
         if extra:
-            problems.append(f"{path}: trimap values must be 0/128/255, found {extra[:8]}")
+            problems.append(f"{shown(path)}: trimap values must be 0/128/255, found {extra[:8]}")
     return problems
 
 
 def prepare(
-    data_dir: Path, bg_dir: Path, cfg: Config, allow_bg_reuse: bool = False,
-    val_count: int | None = None,
+    data_dir: str | Path, bg_dir: str | Path, cfg: Config, allow_bg_reuse: bool = False,
+    val_count: int | None = None, options: Mapping | None = None,
 ) -> tuple[Inputs, Plan]:  # fmt: skip
-    """Scan, check, split and plan; writes nothing.
+    """Scan, check, split and plan; writes nothing. ``options``: the store's, for URLs.
 
     Raises:
         InputError: every problem found with the inputs, listed.
+        shards.store.StoreError: a store refuses the inputs (403) or their bucket is missing.
     """
-    inputs = scan_inputs(data_dir, bg_dir)
+    inputs = scan_inputs(data_dir, bg_dir, options=options)
     data = cfg.data
     ids = [fg.id for fg in inputs.foregrounds]
     if len(ids) < 2:
         raise InputError(
             "cannot split the foregrounds",
-            [f"{data_dir}: 2 or more foregrounds needed, found {len(ids)}"],
+            [f"{shown(data_dir)}: 2 or more foregrounds needed, found {len(ids)}"],
         )
     split = split_foregrounds(ids, data.validation_ids, data.seed, data.val_fraction, val_count)
-    problems = _validation_trimap_problems(inputs, split)
+    problems = _validation_trimap_problems(inputs, split, options)
     return inputs, make_plan(inputs, split, data, allow_bg_reuse, problems)
 
 
-def _clear(out: Path) -> None:
+def _clear(out: Path | str, options: Mapping | None = None) -> None:
     """Remove a previous build's outputs (only what a build writes)."""
-    (out / INDEX_NAME).unlink(missing_ok=True)
+    store.remove(store.join(out, INDEX_NAME), options)
     for name in (SAMPLES_NAME, PLAN_NAME):
-        (out / name).unlink(missing_ok=True)
+        store.remove(store.join(out, name), options)
     for sub in (*SPLITS, RECORDS_DIR):
-        shutil.rmtree(out / sub, ignore_errors=True)
+        store.remove(store.join(out, sub), options, recursive=True)
 
 
-def same_plan(out: Path, plan: Plan) -> bool:
-    """Whether ``out/plan.parquet`` is ``plan`` (rows, split, settings and spares)."""
+def same_plan(out: Path | str, plan: Plan, options: Mapping | None = None) -> bool:
+    """Whether ``out/plan.parquet`` is ``plan`` (rows, split, settings and spares).
+
+    Raises:
+        shards.store.StoreError, StoreUnavailable: the store refuses or fails (a missing plan
+            is just a different plan).
+    """
     try:
-        return pq.read_table(Path(out) / PLAN_NAME).equals(plan.table(), check_metadata=True)
-    except Exception:  # noqa: BLE001 - a missing or unreadable plan is a different plan
+        data = store.read_bytes(store.join(out, PLAN_NAME), options)
+    except store.NotFound:
+        return False
+    try:
+        return pq.read_table(pa.BufferReader(data)).equals(plan.table(), check_metadata=True)
+    except Exception:  # noqa: BLE001 - an unreadable plan is a different plan
         return False
 
 
-def _claim(out: Path, plan: Plan, overwrite: bool) -> None:
+def _claim(out: Path | str, plan: Plan, overwrite: bool, options: Mapping | None = None) -> None:
     """Start or resume ``out`` for this plan; refuse to mix two different builds."""
-    out.mkdir(parents=True, exist_ok=True)
+    store.make_dirs(out, options)
     if overwrite:
-        _clear(out)
-    existing = out / PLAN_NAME
-    if existing.exists():
-        if not same_plan(out, plan):
+        _clear(out, options)
+    existing = store.join(out, PLAN_NAME)
+    if store.exists(existing, options):
+        if not same_plan(out, plan, options):
             raise ValueError(
-                f"{out} holds a build with a different plan (other inputs, seed or config); "
-                "pass --overwrite to start over, or choose another --out"
+                f"{shown(out)} holds a build with a different plan (other inputs, seed or "
+                "config); pass --overwrite to start over, or choose another --out"
             )
     else:
         sink = pa.BufferOutputStream()
         pq.write_table(plan.table(), sink)
-        atomic_write_bytes(existing, sink.getvalue().to_pybytes())
-    _remove_temporaries(out)
+        store.write_bytes(existing, sink.getvalue().to_pybytes(), options)
+    _remove_temporaries(out, options)
 
 
-def _remove_temporaries(out: Path) -> None:
-    """Delete what killed writers left: ``*.tmp`` files are never finished shards or records."""
+def _remove_temporaries(out: Path | str, options: Mapping | None = None) -> None:
+    """Delete what killed writers left: ``*.tmp`` files are never finished shards or records;
+    on S3, the unfinished multipart uploads of shards (invisible, but billed)."""
+    if store.is_remote(out):
+        store.abort_stale_uploads(str(out), options)
+        return
     for sub in (".", *SPLITS, RECORDS_DIR):
-        for stale in (out / sub).glob(f"*{TMP_SUFFIX}"):
+        for stale in (Path(out) / sub).glob(f"*{TMP_SUFFIX}"):
             stale.unlink(missing_ok=True)
 
 
@@ -197,8 +224,8 @@ def _index_meta(cfg: Config, inputs: Inputs, plan: Plan, summary: BuildSummary, 
             **{s: sum(1 for p in plan.samples if p.split == s) for s in SPLITS},
         },
         "inputs": {
-            "data_dir": str(inputs.data_dir),
-            "bg_dir": str(inputs.bg_dir),
+            "data_dir": shown(inputs.data_dir),
+            "bg_dir": shown(inputs.bg_dir),
             "foregrounds": len(inputs.foregrounds),
             "backgrounds": len(inputs.backgrounds),
             "conversions": _conversions(inputs, split),
@@ -213,44 +240,50 @@ def _index_meta(cfg: Config, inputs: Inputs, plan: Plan, summary: BuildSummary, 
 
 
 def build(
-    data_dir: Path,
-    bg_dir: Path,
+    data_dir: str | Path,
+    bg_dir: str | Path,
     cfg: Config,
-    out: Path | None = None,
+    out: str | Path | None = None,
     cluster: ClusterOptions | None = None,
     *,
     allow_bg_reuse: bool = False,
     val_count: int | None = None,
     overwrite: bool = False,
     progress: BuildProgress | None = None,
+    options: Mapping | None = None,
 ) -> BuildSummary:
     """Build (or resume) a shard set from AIM-500-style inputs and a folder of backgrounds.
 
     Args:
-        data_dir: ``original/``, ``mask/``, ``trimap/`` folder.
-        bg_dir: background photos.
+        data_dir: ``original/``, ``mask/``, ``trimap/`` folder (a local path or a store URL).
+        bg_dir: background photos (a local path or a store URL).
         cfg: resolved config (``cfg.data`` drives the build).
-        out: destination; default ``default_out(data_dir)``.
+        out: destination, a local folder or a store URL; default ``default_out(data_dir)``.
         cluster: local workers or an existing scheduler.
         allow_bg_reuse: reuse backgrounds deterministically when there are too few.
         val_count: size of the seeded validation split (when no listed id is present).
         overwrite: delete a previous build in ``out`` first.
         progress: callbacks for a progress display.
+        options: the store's options (``--storage-option``) for every URL; never recorded.
 
     Returns:
         A ``BuildSummary``; ``complete`` says whether the set is whole.
 
     Raises:
         InputError: bad inputs (nothing written).
-        ValueError: ``out`` holds a different build.
+        ValueError: ``out`` holds a different build; a store refuses ``out`` or the inputs
+            (403), or their bucket is missing (``shards.store.StoreError``, before any work).
+        shards.store.StoreUnavailable: a store failed in transit before the shards started.
     """
     start = time.perf_counter()
     progress = progress or BuildProgress()
     cluster = cluster or ClusterOptions(workers=1)
-    inputs, plan = prepare(data_dir, bg_dir, cfg, allow_bg_reuse, val_count)
-    out = Path(out).resolve() if out else default_out(data_dir)
-    _claim(out, plan, overwrite)
-    tasks = shard_tasks(plan, inputs, out)
+    out = location(out) if out else default_out(data_dir)
+    if store.is_remote(out):  # a missing bucket or a refused one, before scanning the inputs
+        store.make_dirs(out, options)
+    inputs, plan = prepare(data_dir, bg_dir, cfg, allow_bg_reuse, val_count, options)
+    _claim(out, plan, overwrite, options)
+    tasks = shard_tasks(plan, inputs, out, options)
     summary = BuildSummary(out=out, planned=len(plan.samples), shards=len(tasks))
     results: dict[str, ShardResult] = {}
     with dask_client(cluster) as client:
@@ -273,10 +306,10 @@ def build(
     summary.seconds = time.perf_counter() - start
     if summary.failed_shards:
         return summary  # no index: the set is unfinished; a re-run resumes it
-    _remove_temporaries(out)  # e.g. from a worker killed mid-shard (its task ran again)
-    write_samples(out, rows)
+    _remove_temporaries(out, options)  # e.g. from a worker killed mid-shard (it ran again)
+    write_samples(out, rows, options)
     shards = [ShardInfo(t.name, t.split, results[t.name].samples, results[t.name].bytes,
                         results[t.name].sha256) for t in tasks]  # fmt: skip
-    write_index(out, shards, _index_meta(cfg, inputs, plan, summary, cluster.describe()))
+    write_index(out, shards, _index_meta(cfg, inputs, plan, summary, cluster.describe()), options)
     summary.seconds = time.perf_counter() - start
     return summary

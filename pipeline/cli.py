@@ -22,13 +22,21 @@ from configs import ConfigError, load_config
 from configs.cli import fail, group
 from pipeline.build import BuildProgress, build, default_out
 from pipeline.determinism import DEFAULT_SHARDS, DeterminismReport, check_determinism
+from pipeline.inputs import shown
 from pipeline.repair import QUARANTINE, repair
 from pipeline.sample_data import make_sample_data
+from shards import store
 from shards.cli import print_report, run_verify
 from shards.cluster import ClusterOptions, dask_client, map_bounded
+from shards.index import INDEX_NAME
 
 EXIT_INCOMPLETE = 3  # the build finished but some samples failed (see samples.parquet)
 EXIT_NOT_DETERMINISTIC = 4  # --check-determinism: a rebuilt shard differs from the one on disk
+
+STORAGE_OPTION_HELP = (
+    "KEY=VALUE passed to the store's client for every URL (repeatable; dotted keys nest, e.g. "
+    "client_kwargs.region_name=eu-west-1). Credentials come from the provider's own chain."
+)
 
 app = group(
     "pipeline",
@@ -97,7 +105,7 @@ class _RichBuildProgress(BuildProgress):
         self.task = None
 
     def start(self, out, samples, shards, cluster, dashboard):
-        err.print(f"Writing {shards} shards ({samples:,} samples) to {out}")
+        err.print(f"Writing {shards} shards ({samples:,} samples) to {shown(out)}")
         err.print(f"Running on a {cluster}; dashboard: {dashboard or 'off (pip install bokeh)'}")
         self.bar.start()
         self.task = self.bar.add_task("compositing", total=samples)
@@ -111,11 +119,18 @@ class _RichBuildProgress(BuildProgress):
 
 @app.command("build")
 def build_command(
-    data_dir: Path = typer.Option(..., help="AIM-500 folder: original/, mask/, trimap/."),
-    bg_dir: Path = typer.Option(..., help="Folder of background photos (e.g. COCO train2014)."),
-    out: Path | None = typer.Option(
-        None, help="Shard set folder [default: a 'shards' folder beside --data-dir]."
+    data_dir: str = typer.Option(
+        ..., help="AIM-500 folder or URL (s3://...): original/, mask/, trimap/."
     ),
+    bg_dir: str = typer.Option(
+        ..., help="Folder or URL of background photos (e.g. COCO train2014)."
+    ),
+    out: str | None = typer.Option(
+        None,
+        help="Shard set folder or URL (s3://bucket/set) [default: a 'shards' folder beside "
+        "--data-dir].",
+    ),
+    storage_option: list[str] = typer.Option([], "--storage-option", help=STORAGE_OPTION_HELP),
     workers: int | None = typer.Option(
         None, help="Start a local Dask cluster of N one-thread processes [default: CPU count]."
     ),
@@ -157,6 +172,10 @@ def build_command(
     is complete; 3: some samples failed (listed in samples.parquet); 1: some shards failed
     (re-run to resume); 2: bad inputs or options; 4: --check-determinism found a rebuilt shard
     that differs from the one on disk.
+
+    Any of --data-dir, --bg-dir and --out may be a store URL (s3://, gs://, az://; http(s)://
+    for inputs): workers read their inputs and upload their own shards, so no shared
+    filesystem is needed.
     """
     sets = list(overrides)
     for key, value in (
@@ -174,25 +193,34 @@ def build_command(
         cluster = ClusterOptions(
             workers, scheduler, str(scheduler_file) if scheduler_file else None
         )
+        storage = store.parse_options(storage_option)
     except (ConfigError, ValueError) as exc:
         raise fail(exc) from None
     if check_shards < 1:
         raise fail(f"--check-shards must be >= 1, got {check_shards}")
     target = out or default_out(data_dir)
+    if check and any(map(store.is_remote, (data_dir, bg_dir, target))):
+        raise fail(
+            "--check-determinism rebuilds shards in a second local process and needs a local "
+            "--data-dir, --bg-dir and --out; copy the set and its inputs to folders to check it"
+        )
+    target = target if store.is_remote(target) else Path(target).resolve()
     options = {"allow_bg_reuse": allow_bg_reuse, "val_count": val_count}
-    if check and not overwrite and (target / "index.json").is_file():
-        err.print(f"{target.resolve()} is a finished set: checking it, not building")
-        _check(data_dir, bg_dir, cfg, target, options, check_shards)
+    if check and not overwrite and (target / INDEX_NAME).is_file():
+        err.print(f"{target} is a finished set: checking it, not building")
+        _check(Path(data_dir), Path(bg_dir), cfg, target, options, check_shards)
         return
-    err.print(f"Shards go to {target.resolve()}")
+    err.print(f"Shards go to {shown(target)}")
     progress = _RichBuildProgress()
     try:
         summary = build(
             data_dir, bg_dir, cfg, out, cluster, allow_bg_reuse=allow_bg_reuse,
-            val_count=val_count, overwrite=overwrite, progress=progress,
+            val_count=val_count, overwrite=overwrite, progress=progress, options=storage,
         )  # fmt: skip
-    except ValueError as exc:  # InputError included: every offender is in the message
+    except ValueError as exc:  # InputError and StoreError included: the message says all
         raise fail(exc) from None
+    except store.StoreUnavailable as exc:  # the store went away between the shards' tasks
+        raise fail(f"{exc}; nothing is lost: re-run the same command to resume", 1) from None
     finally:
         progress.stop()
     typer.echo(
@@ -211,9 +239,9 @@ def build_command(
             fg=typer.colors.RED,
         )
         raise typer.Exit(1)
-    typer.echo(f"index: {summary.out / 'index.json'}")
+    typer.echo(f"index: {shown(store.join(summary.out, INDEX_NAME))}")
     if check:
-        _check(data_dir, bg_dir, cfg, target, options, check_shards)
+        _check(Path(data_dir), Path(bg_dir), cfg, target, options, check_shards)
     if summary.failed:
         typer.secho(
             f"{summary.failed} sample(s) failed (status 'failed' in samples.parquet); "
@@ -254,15 +282,16 @@ def _print_determinism(report: DeterminismReport) -> None:
 # `indexnet shards repair` rebuilds shards, which needs the compositor that `shards` must not
 # import: it is defined here and mounted on the shards group by the root app (indexnet_cli).
 def repair_command(
-    root: Path = typer.Argument(..., help="The shard set folder (holding index.json)."),
-    data_dir: Path = typer.Option(..., help="The AIM-500 folder the set was built from."),
-    bg_dir: Path = typer.Option(..., help="The backgrounds folder the set was built from."),
+    root: str = typer.Argument(..., help="The shard set folder or URL (holding index.json)."),
+    data_dir: str = typer.Option(..., help="The AIM-500 folder or URL the set was built from."),
+    bg_dir: str = typer.Option(..., help="The backgrounds folder or URL the set was built from."),
     deep: bool = typer.Option(False, help="Find damage with verify --deep (decodes everything)."),
     workers: int | None = typer.Option(
         None, help="Local Dask worker processes [default: CPU count]."
     ),
     scheduler: str | None = typer.Option(None, help="An existing Dask scheduler address."),
     scheduler_file: Path | None = typer.Option(None, help="An existing scheduler's file."),
+    storage_option: list[str] = typer.Option([], "--storage-option", help=STORAGE_OPTION_HELP),
 ) -> None:
     """Rebuild exactly the shards that verify rejects or that are missing, then verify again.
 
@@ -277,19 +306,28 @@ def repair_command(
         cluster = ClusterOptions(
             workers, scheduler, str(scheduler_file) if scheduler_file else None
         )
+        storage = store.parse_options(storage_option)
     except ValueError as exc:
         raise fail(exc) from None
+    root = root if store.is_remote(root) else Path(root)
+
+    def verify_set():
+        if not store.is_remote(root):
+            return run_verify(root, deep, cluster)
+        return run_verify(root, deep, cluster, options=storage)  # the store's options
 
     def tasks(fn, items):
         with dask_client(cluster) as client:
             yield from map_bounded(client, fn, items, name="repair")
 
     try:
-        summary = repair(root, data_dir, bg_dir, lambda: run_verify(root, deep, cluster), tasks)
+        summary = repair(root, data_dir, bg_dir, verify_set, tasks, options=storage)
     except ValueError as exc:
         raise fail(exc) from None
+    except store.StoreUnavailable as exc:
+        raise fail(f"{exc}; re-run the repair when the store is back", 1) from None
     if summary.before.ok:
-        typer.echo(f"{root} verifies: nothing to repair.")
+        typer.echo(f"{shown(root)} verifies: nothing to repair.")
         raise typer.Exit(0)
     for rel in summary.quarantined:
         typer.echo(f"moved unlisted {rel} to {QUARANTINE}/")

@@ -5,6 +5,11 @@
 (the shard's size, sha256 and per-sample rows). A shard whose tar and record exist and agree is
 returned as is, so re-running a build resumes it. Each foreground is decoded once per shard.
 
+``OUT`` and the inputs may be store URLs (``shards.store``): the worker reads its inputs from
+the URLs in its task, writes the tar into a local temporary folder, uploads it (an object
+appears whole or not at all) and only then writes the record: a record always means a whole
+shard. A local ``OUT`` is written in place, with no extra copy.
+
 Per-sample failures are data, not crashes: a background that cannot be decoded is replaced by
 the shard's next unused spare (status ``replaced``); with no spare left, or an undecodable
 foreground, the sample is left out and recorded as ``failed`` with its error. A file that cannot
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -23,7 +29,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline.inputs import read_input
 from pipeline.plan import VALIDATION, PlannedSample, ShardTask
+from shards import store
 from shards.atomic import atomic_write_bytes
 from shards.codec import decode_color, decode_grey, encode_png
 from shards.mattes import blend, fit_background, trimap_from_alpha
@@ -34,8 +42,8 @@ RECORDS_DIR = ".records"
 COMPOSITION_RULE = "merged = alpha*fg + (1-alpha)*fit(bg), alpha = mask/255"
 # What makes a sample "replaced" or "failed": only what its files' bytes say (they do not decode,
 # or decode to mismatched sizes), so that the same inputs always give the same shard. A file that
-# cannot be read (OSError: gone since the plan, a disk or network file system failing for a
-# moment) is the environment's fault, not the data's: it fails the task, which Dask retries and
+# cannot be read (OSError: gone since the plan, a disk, network file system or store failing for
+# a moment) is the environment's fault, not the data's: it fails the task, which Dask retries and
 # the build reports, instead of silently swapping in a spare that another run would not use.
 _DATA_ERRORS = (ValueError,)
 
@@ -65,13 +73,22 @@ class _Foreground:
     trimap_source: str
 
 
-def record_path(out_dir: str | Path, name: str) -> Path:
-    """Where the record of shard ``name`` (``train/train-000000.tar``) lives."""
+def record_path(out_dir: str | Path, name: str) -> Path | str:
+    """Where the record of shard ``name`` (``train/train-000000.tar``) lives (a URL when
+    ``out_dir`` is one)."""
+    if store.is_remote(out_dir):
+        return store.join(out_dir, RECORDS_DIR, Path(name).stem + ".json")
     return Path(out_dir) / RECORDS_DIR / (Path(name).stem + ".json")
 
 
 def load_finished(task: ShardTask) -> ShardResult | None:
-    """The shard's record when its tar exists with the recorded size and sha256, else None."""
+    """The shard's record when its tar exists with the recorded size and sha256, else None.
+
+    Raises:
+        shards.store.StoreUnavailable: the store failed (the task fails and is retried).
+    """
+    if store.is_remote(task.out_dir):
+        return _load_finished_remote(task)
     record, tar = record_path(task.out_dir, task.name), Path(task.out_dir) / task.name
     try:
         result = ShardResult(**json.loads(record.read_text()))
@@ -85,35 +102,54 @@ def load_finished(task: ShardTask) -> ShardResult | None:
     return result
 
 
+def _load_finished_remote(task: ShardTask) -> ShardResult | None:
+    """``load_finished`` on a store: the record, the object's size, then its sha256 (read
+    whole, once, only when the size agrees)."""
+    tar = store.join(task.out_dir, task.name)
+    try:
+        result = ShardResult(**json.loads(store.read_bytes(record_path(task.out_dir, task.name),
+                                                           task.options)))  # fmt: skip
+    except store.NotFound:
+        return None
+    except (ValueError, TypeError):  # a record that is not ours: rebuild (a StoreError too)
+        return None
+    if store.size(tar, task.options) != result.bytes:
+        return None
+    if store.hash_file(tar, task.options) != (result.bytes, result.sha256):
+        return None
+    result.reused = True
+    return result
+
+
 def _load_foreground(task: ShardTask, fg_id: str) -> _Foreground:
     info = task.foregrounds[fg_id]
-    original = Path(info.original)
-    data = original.read_bytes()
+    data = read_input(info.original, task.options)
     fg = decode_color(data)
-    alpha = decode_grey(Path(info.mask).read_bytes())
+    alpha = decode_grey(read_input(info.mask, task.options))
     if fg.shape[:2] != alpha.shape:
         raise ValueError(f"decoded original {fg.shape[:2]} and mask {alpha.shape} differ")
     level = task.settings.png_level
     if task.split == VALIDATION:
-        trimap = decode_grey(Path(info.trimap).read_bytes())
+        trimap = decode_grey(read_input(info.trimap, task.options))
         source = "aim500"
     else:
         trimap = trimap_from_alpha(alpha, task.settings.train_trimap_radius)
         source = "alpha"
-    ext = original.suffix.lower().lstrip(".")
+    ext = Path(info.original).suffix.lower().lstrip(".")
     return _Foreground(
         ext, data, fg, alpha, encode_png(alpha, level), encode_png(trimap, level), source
     )
 
 
 def _read_background(
-    bg_dir: Path, name: str, spares: Iterator[str]
+    task: ShardTask, name: str, spares: Iterator[str]
 ) -> tuple[str | None, bytes, np.ndarray | None, list[str]]:
     """``(name, bytes, pixels, errors)`` of the sample's background, or of the next spare that
     decodes when it does not; ``name`` is None when no spare is left."""
     errors = []
     while name is not None:
-        data = (bg_dir / name).read_bytes()  # an OSError is raised: see _DATA_ERRORS
+        # an OSError is raised: see _DATA_ERRORS
+        data = read_input(store.join(task.bg_dir, name), task.options)
         try:
             return name, data, decode_color(data), errors
         except _DATA_ERRORS as exc:
@@ -208,14 +244,31 @@ def build_shard(task: ShardTask, force: bool = False, threads: int = 1) -> Shard
     """
     if not force and (done := load_finished(task)) is not None:
         return done
+    if store.is_remote(task.out_dir):
+        with tempfile.TemporaryDirectory(prefix="indexnet-shard-") as tmp:
+            result = _write_shard(task, Path(tmp) / Path(task.name).name, threads)
+            # the object first, the record strictly after it: a record means a whole shard
+            store.upload(Path(tmp) / Path(task.name).name, store.join(task.out_dir, task.name),
+                         task.options)  # fmt: skip
+        store.write_bytes(record_path(task.out_dir, task.name),
+                          json.dumps(asdict(result)).encode(), task.options)  # fmt: skip
+        return result
+    result = _write_shard(task, Path(task.out_dir) / task.name, threads)
+    record = record_path(task.out_dir, task.name)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(record, json.dumps(asdict(result)).encode())
+    return result
+
+
+def _write_shard(task: ShardTask, path: Path, threads: int) -> ShardResult:
+    """Composite the task's samples into the tar at ``path`` (a local file)."""
     cv2.setNumThreads(threads)  # 1: one core per Dask worker process, no oversubscription
     start = time.perf_counter()
-    out_dir, bg_dir = Path(task.out_dir), Path(task.bg_dir)
     last_use = {s.fg_id: i for i, s in enumerate(task.samples)}
     cache: dict[str, _Foreground | str] = {}
     spares = iter(task.spares)
     rows = []
-    with ShardWriter(out_dir / task.name) as writer:
+    with ShardWriter(path) as writer:
         for i, s in enumerate(task.samples):
             if s.fg_id not in cache:
                 try:
@@ -228,7 +281,7 @@ def build_shard(task: ShardTask, force: bool = False, threads: int = 1) -> Shard
             if isinstance(fgd, str):
                 rows.append(_row(task, s, "failed", fgd))
                 continue
-            bg_name, bg_bytes, bg, errors = _read_background(bg_dir, s.background, spares)
+            bg_name, bg_bytes, bg, errors = _read_background(task, s.background, spares)
             if bg_name is None:
                 rows.append(_row(task, s, "failed", "; ".join(errors)))
                 continue
@@ -243,7 +296,7 @@ def build_shard(task: ShardTask, force: bool = False, threads: int = 1) -> Shard
                              members=sorted(members), offset=offset, length=length,
                              **hashes))  # fmt: skip
         size, digest = writer.close()
-    result = ShardResult(
+    return ShardResult(
         name=task.name,
         split=task.split,
         samples=writer.samples,
@@ -252,7 +305,3 @@ def build_shard(task: ShardTask, force: bool = False, threads: int = 1) -> Shard
         rows=rows,
         seconds=time.perf_counter() - start,
     )
-    record = record_path(out_dir, task.name)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(record, json.dumps(asdict(result)).encode())
-    return result

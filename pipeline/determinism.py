@@ -37,6 +37,7 @@ from configs import Config, config_from_dict
 from pipeline.build import prepare, same_plan
 from pipeline.compose import build_shard
 from pipeline.plan import shard_tasks
+from shards import store
 from shards.index import read_index
 from shards.reader import tar_entries
 from shards.writer import sha256_file
@@ -127,14 +128,20 @@ def check_determinism(
         A ``DeterminismReport``; ``ok`` when every rebuilt shard is byte-identical.
 
     Raises:
-        ValueError: ``shards`` < 1, no finished build in ``out``, or the inputs and options do
-            not give the plan ``out`` was built from.
+        ValueError: ``shards`` < 1, no finished build in ``out``, the inputs and options do
+            not give the plan ``out`` was built from, or ``out`` or an input is a store URL
+            (the second process and the comparison work on local folders).
         InputError: bad inputs.
         RuntimeError: the second process failed (its error output is in the message).
     """
     start = time.perf_counter()
     if shards < 1:
         raise ValueError(f"--check-shards must be >= 1, got {shards}")
+    if any(store.is_remote(where) for where in (data_dir, bg_dir, out)):
+        raise ValueError(
+            "--check-determinism needs a local --data-dir, --bg-dir and --out (it rebuilds "
+            "shards in a second local process); copy the set and its inputs to folders to check it"
+        )
     threads = threads or max(2, os.cpu_count() or 1)
     out = Path(out).resolve()
     try:

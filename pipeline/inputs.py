@@ -8,6 +8,11 @@ or an alpha channel) is decoded to check that its colours are grey and its alpha
 only masks whose matte is unambiguous. A background whose body is corrupt is found while
 compositing.
 
+Either folder may be a local path or a store URL (``s3://bucket/AIM-500``, any fsspec URL
+``shards.store`` reaches): folders are listed, headers read with ranged GETs, and every message
+names the file's URL (``shards.store.redact``). Foreground paths are kept as strings, local
+absolute paths or URLs, for the workers that read them.
+
 Inputs that decode to 8-bit RGB / grey only by a conversion (16-bit, palette, greyscale or CMYK,
 an opaque alpha dropped: see ``shards.codec``) are listed in ``Inputs.conversions``, which the
 build records in ``index.json``; the stored ``fg`` keeps the original's bytes, and every reader
@@ -16,16 +21,53 @@ decodes them through ``shards.codec`` the same way.
 
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from shards import store
 from shards.codec import decode_unchanged, image_kind
+from shards.store import Options
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+Location = Path | str  # a local path (a Path) or a store URL (a str)
+
+
+def location(where: str | Path) -> Location:
+    """A local folder as an absolute ``Path``; a URL as a string without a trailing slash."""
+    if store.is_remote(where):
+        return str(where).rstrip("/")
+    return store.local_path(where).resolve()
+
+
+def child(root: Location, *parts: str) -> Location:
+    """``root/part/...``: a ``Path`` under a local folder, a URL under a URL."""
+    return store.join(root, *parts) if isinstance(root, str) else Path(root, *parts)
+
+
+def shown(where: Location) -> str:
+    """A location as messages and the index name it: a URL without any credentials in it."""
+    return store.redact(str(where))
+
+
+def read_input(where: str | Path, options: Options | None = None) -> bytes:
+    """The bytes of an input file at a local path or a URL.
+
+    Raises:
+        OSError: it cannot be read, locally or on a store (missing, refused, the store failing):
+            the environment's fault, never the data's (``pipeline.compose`` retries it).
+    """
+    if not store.is_remote(where):
+        return Path(where).read_bytes()
+    try:
+        return store.read_bytes(str(where), options)
+    except store.StoreError as exc:
+        raise OSError(str(exc)) from None
 
 
 class InputError(ValueError):
@@ -45,7 +87,7 @@ class Foreground:
     """One AIM-500 foreground: its files and size."""
 
     id: str  # the <id> of o_<id>
-    original: str  # absolute paths, as strings so tasks pickle small
+    original: str  # absolute paths or URLs, as strings so tasks pickle small
     mask: str
     trimap: str | None  # None when the data set has no trimap for it
     height: int
@@ -64,26 +106,39 @@ class Conversion:
 class Inputs:
     """Validated inputs, sorted by name (never directory order)."""
 
-    data_dir: Path
-    bg_dir: Path
+    data_dir: Location  # an absolute local Path or a URL
+    bg_dir: Location
     foregrounds: tuple[Foreground, ...]
     backgrounds: tuple[str, ...]  # file names in bg_dir
     ignored: tuple[str, ...]  # files in bg_dir that are not images by name (e.g. README)
     conversions: tuple[Conversion, ...] = ()  # converted originals, masks, trimaps, by file
 
 
-def _listing(folder: Path, problems: list[str]) -> dict[str, Path]:
+def _files(folder: Location, options: Options | None) -> list[Location]:
+    """The files directly in ``folder`` (hidden ones left out), sorted by name."""
+    return [child(folder, name) for name, is_dir in store.listdir(folder, options)
+            if not is_dir and not name.startswith(".")]  # fmt: skip
+
+
+def _name(where: Location) -> PurePosixPath:
+    """The file name of a path or URL, for its ``suffix`` and ``stem``."""
+    return PurePosixPath(str(where).rsplit("/", 1)[-1])
+
+
+def _listing(folder: Location, problems: list[str], options: Options | None) -> dict[str, Location]:
     """Image files of ``folder`` by stem; non-image files become problems."""
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.is_dir():
-            continue
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            problems.append(f"{path}: not an image file (expected {', '.join(IMAGE_SUFFIXES)})")
-        elif path.stem in found:
-            problems.append(f"{path}: a second file for {path.stem} (also {found[path.stem].name})")
+    found: dict[str, Location] = {}
+    for path in _files(folder, options):
+        name = _name(path)
+        if name.suffix.lower() not in IMAGE_SUFFIXES:
+            problems.append(
+                f"{shown(path)}: not an image file (expected {', '.join(IMAGE_SUFFIXES)})"
+            )
+        elif name.stem in found:
+            problems.append(f"{shown(path)}: a second file for {name.stem} "
+                            f"(also {_name(found[name.stem]).name})")  # fmt: skip
         else:
-            found[path.stem] = path
+            found[name.stem] = path
     return found
 
 
@@ -104,10 +159,14 @@ class _Header:
 _PNG_TYPES = {0: "grey", 2: "RGB", 3: "palette", 4: "grey+alpha (LA)", 6: "RGBA"}
 
 
-def _header(path: Path) -> _Header | str:
-    """The image's header, or the reason it cannot be read."""
+def _header(path: Location, options: Options | None = None) -> _Header | str:
+    """The image's header, or the reason it cannot be read (on a store: the first ranged GETs
+    of the object, never all of it)."""
     try:
-        with Image.open(path) as img:
+        with contextlib.ExitStack() as stack:
+            source = path if isinstance(path, Path) else stack.enter_context(
+                store.open_read(path, options))  # fmt: skip
+            img = stack.enter_context(Image.open(source))
             if img.format not in ("JPEG", "PNG"):
                 return f"is {img.format}, expected JPEG or PNG"
             width, height = img.size
@@ -128,7 +187,7 @@ def _header(path: Path) -> _Header | str:
             )
     except UnidentifiedImageError:
         return "not a readable image (unknown format or corrupt header)"
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # a store's StoreError is a ValueError
         return f"cannot be read ({getattr(exc, 'strerror', None) or exc})"
 
 
@@ -181,7 +240,9 @@ def _trimap_conversion(h: _Header) -> list[str]:
     return parts
 
 
-def _mask_pixels(path: Path, h: _Header) -> tuple[str | None, str | None]:
+def _mask_pixels(
+    path: Location, h: _Header, options: Options | None = None
+) -> tuple[str | None, str | None]:
     """``(problem, conversion)`` of a mask that is not plain grey, from its pixels.
 
     The matte is unambiguous when every pixel is grey (R = G = B) and any alpha is fully
@@ -191,7 +252,7 @@ def _mask_pixels(path: Path, h: _Header) -> tuple[str | None, str | None]:
     kind = _PNG_TYPES.get(h.color_type, f"colour type {h.color_type}")
     a_kind = f"{'an' if kind.startswith('R') else 'a'} {kind}"
     try:
-        arr = decode_unchanged(path.read_bytes())
+        arr = decode_unchanged(read_input(path, options))
     except (OSError, ValueError) as exc:
         return f"cannot be decoded ({exc})", None
     if arr.ndim == 2:  # decoded plain grey after all: nothing to choose
@@ -225,23 +286,30 @@ def _mask_pixels(path: Path, h: _Header) -> tuple[str | None, str | None]:
     return None, "; ".join(parts)
 
 
-def _sniff(path: Path) -> str | None:
+def _sniff(path: Location, options: Options | None = None) -> str | None:
     """None when ``path`` starts like a JPEG or PNG, else the reason."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-    except OSError as exc:
-        return f"cannot be read ({exc.strerror or exc})"
+        if isinstance(path, Path):
+            with open(path, "rb") as f:
+                head = f.read(8)
+        else:
+            head = store.read_range(path, 0, 8, options)
+    except (OSError, ValueError) as exc:  # a store's StoreError is a ValueError
+        return f"cannot be read ({getattr(exc, 'strerror', None) or exc})"
     return None if image_kind(head) else "not a JPEG or PNG (bad magic bytes)"
 
 
-def scan_inputs(data_dir: Path, bg_dir: Path, threads: int = 16) -> Inputs:
+def scan_inputs(
+    data_dir: str | Path, bg_dir: str | Path, threads: int = 16, options: Options | None = None
+) -> Inputs:
     """List and check the foregrounds and backgrounds.
 
     Args:
-        data_dir: AIM-500-style folder with ``original/``, ``mask/`` and optionally ``trimap/``.
-        bg_dir: folder of background photos (JPEG or PNG).
+        data_dir: AIM-500-style folder with ``original/``, ``mask/`` and optionally ``trimap/``
+            (a local path or a store URL).
+        bg_dir: folder of background photos (JPEG or PNG), a local path or a store URL.
         threads: header reads run in this many threads (they are I/O bound).
+        options: the store's options (``--storage-option``), for URLs.
 
     Returns:
         ``Inputs`` sorted by file name.
@@ -250,47 +318,52 @@ def scan_inputs(data_dir: Path, bg_dir: Path, threads: int = 16) -> Inputs:
         InputError: listing every missing folder, unpaired or unreadable file, size mismatch,
             and every mask whose matte is ambiguous (an alpha that is not fully opaque) or not
             grey (a palette or RGB mask with colours).
+        shards.store.StoreError: a store refuses a folder (403) or its bucket is missing.
+        shards.store.StoreUnavailable: a store failed in transit.
     """
-    data_dir, bg_dir = Path(data_dir).resolve(), Path(bg_dir).resolve()
+    data_dir, bg_dir = location(data_dir), location(bg_dir)
     problems: list[str] = []
-    for folder, what in ((data_dir, "--data-dir"), (data_dir / "original", "originals"),
-                         (data_dir / "mask", "masks"), (bg_dir, "--bg-dir")):  # fmt: skip
-        if not folder.is_dir():
-            problems.append(f"{folder}: missing folder ({what})")
+    for folder, what in ((data_dir, "--data-dir"), (child(data_dir, "original"), "originals"),
+                         (child(data_dir, "mask"), "masks"), (bg_dir, "--bg-dir")):  # fmt: skip
+        if not store.is_dir(folder, options):
+            problems.append(f"{shown(folder)}: missing folder ({what})")
     if problems:
         raise InputError("inputs are missing", problems)
 
-    originals = _listing(data_dir / "original", problems)
-    masks = _listing(data_dir / "mask", problems)
-    trimap_dir = data_dir / "trimap"
-    trimaps = _listing(trimap_dir, problems) if trimap_dir.is_dir() else {}
+    originals = _listing(child(data_dir, "original"), problems, options)
+    masks = _listing(child(data_dir, "mask"), problems, options)
+    trimap_dir = child(data_dir, "trimap")
+    trimaps = _listing(trimap_dir, problems, options) if store.is_dir(trimap_dir, options) else {}
     for stem in sorted(originals.keys() - masks.keys()):
-        problems.append(f"{originals[stem]}: no mask (expected mask/{stem}.png)")
+        problems.append(f"{shown(originals[stem])}: no mask (expected mask/{stem}.png)")
     for stem in sorted(masks.keys() - originals.keys()):
-        problems.append(f"{masks[stem]}: no original (expected original/{stem}.jpg)")
+        problems.append(f"{shown(masks[stem])}: no original (expected original/{stem}.jpg)")
     for stem in sorted(originals.keys() | masks.keys()):
         if not stem.startswith("o_") or len(stem) <= 2 or "." in stem:
-            problems.append(f"{originals.get(stem) or masks[stem]}: name is not o_<id>")
+            problems.append(f"{shown(originals.get(stem) or masks[stem])}: name is not o_<id>")
 
     paired = sorted(originals.keys() & masks.keys())
     to_read = [originals[s] for s in paired] + [masks[s] for s in paired]
     to_read += [trimaps[s] for s in paired if s in trimaps]
-    bg_files = [p for p in sorted(bg_dir.iterdir()) if p.is_file() and not p.name.startswith(".")]
-    backgrounds = [p for p in bg_files if p.suffix.lower() in IMAGE_SUFFIXES]
-    ignored = tuple(p.name for p in bg_files if p.suffix.lower() not in IMAGE_SUFFIXES)
+    bg_files = _files(bg_dir, options)
+    backgrounds = [p for p in bg_files if _name(p).suffix.lower() in IMAGE_SUFFIXES]
+    ignored = tuple(
+        _name(p).name for p in bg_files if _name(p).suffix.lower() not in IMAGE_SUFFIXES
+    )
     with ThreadPoolExecutor(threads) as pool:
-        headers = dict(zip(to_read, pool.map(_header, to_read), strict=True))
-        sniffed = list(pool.map(_sniff, backgrounds))
+        headers = dict(zip(to_read, pool.map(lambda p: _header(p, options), to_read), strict=True))
+        sniffed = list(pool.map(lambda p: _sniff(p, options), backgrounds))
         looked_at = [m for s in paired if isinstance(h := headers[m := masks[s]], _Header)
                      and _mask_header(h)[0]]  # fmt: skip
-        pixels = dict(zip(looked_at, pool.map(lambda m: _mask_pixels(m, headers[m]), looked_at),
-                          strict=True))  # fmt: skip
+        pixels = dict(zip(looked_at, pool.map(lambda m: _mask_pixels(m, headers[m], options),
+                                              looked_at), strict=True))  # fmt: skip
 
     foregrounds, conversions = [], []
 
-    def converted(path: Path, parts: list[str | None]) -> None:
+    def converted(path: Location, parts: list[str | None]) -> None:
         if how := "; ".join(p for p in parts if p):
-            conversions.append(Conversion(str(path.relative_to(data_dir)), how))
+            relative = str(path)[len(str(data_dir)) :].lstrip("/\\")
+            conversions.append(Conversion(relative, how))
 
     for stem in paired:
         o_path, m_path, t_path = originals[stem], masks[stem], trimaps.get(stem)
@@ -298,19 +371,19 @@ def scan_inputs(data_dir: Path, bg_dir: Path, threads: int = 16) -> Inputs:
         t_head = headers[t_path] if t_path else None
         for path, head in ((o_path, o_head), (m_path, m_head), (t_path, t_head)):
             if isinstance(head, str):
-                problems.append(f"{path}: {head}")
+                problems.append(f"{shown(path)}: {head}")
         if isinstance(o_head, str) or isinstance(m_head, str):
             continue
         size = (o_head.height, o_head.width)
         if (m_head.height, m_head.width) != size:
-            problems.append(f"{m_path}: mask is {m_head.width}x{m_head.height} but original is "
-                            f"{size[1]}x{size[0]}")  # fmt: skip
+            problems.append(f"{shown(m_path)}: mask is {m_head.width}x{m_head.height} but "
+                            f"original is {size[1]}x{size[0]}")  # fmt: skip
         if isinstance(t_head, _Header) and (t_head.height, t_head.width) != size:
-            problems.append(f"{t_path}: trimap is {t_head.width}x{t_head.height} but original "
-                            f"is {size[1]}x{size[0]}")  # fmt: skip
+            problems.append(f"{shown(t_path)}: trimap is {t_head.width}x{t_head.height} but "
+                            f"original is {size[1]}x{size[0]}")  # fmt: skip
         problem, how = pixels.get(m_path, (None, None))
         if problem:
-            problems.append(f"{m_path}: {problem}")
+            problems.append(f"{shown(m_path)}: {problem}")
         converted(o_path, [_original_conversion(o_head)])
         converted(m_path, [*_mask_header(m_head)[1], how])
         if isinstance(t_head, _Header):
@@ -325,11 +398,12 @@ def scan_inputs(data_dir: Path, bg_dir: Path, threads: int = 16) -> Inputs:
                 width=size[1],
             )
         )
-    problems += [f"{path}: {why}" for path, why in zip(backgrounds, sniffed, strict=True) if why]
+    problems += [f"{shown(path)}: {why}" for path, why in zip(backgrounds, sniffed, strict=True)
+                 if why]  # fmt: skip
     if not paired and not problems:
-        problems.append(f"{data_dir / 'original'}: no foregrounds found")
+        problems.append(f"{shown(child(data_dir, 'original'))}: no foregrounds found")
     if not backgrounds:
-        problems.append(f"{bg_dir}: no background images (.jpg, .jpeg, .png) found")
+        problems.append(f"{shown(bg_dir)}: no background images (.jpg, .jpeg, .png) found")
     if problems:
         raise InputError(
             f"{len(problems)} problem(s) with the inputs; nothing was written", problems
@@ -338,7 +412,7 @@ def scan_inputs(data_dir: Path, bg_dir: Path, threads: int = 16) -> Inputs:
         data_dir=data_dir,
         bg_dir=bg_dir,
         foregrounds=tuple(foregrounds),
-        backgrounds=tuple(p.name for p in backgrounds),
+        backgrounds=tuple(_name(p).name for p in backgrounds),
         ignored=ignored,
         conversions=tuple(conversions),
     )

@@ -15,12 +15,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from configs import DataConfig
-from pipeline.inputs import Foreground, InputError, Inputs
+from pipeline.inputs import Foreground, InputError, Inputs, child, shown
 
 TRAIN, VALIDATION = "train", "validation"
 SPARES_PER_SHARD = 16  # unused backgrounds a shard may draw on to replace corrupt ones
@@ -66,12 +67,15 @@ class ShardTask:
 
     name: str  # e.g. train/train-000000.tar
     split: str
-    out_dir: str
+    out_dir: str  # a local folder or a store URL
     bg_dir: str
     samples: tuple[PlannedSample, ...]
     foregrounds: dict[str, Foreground]  # the foregrounds this shard uses
     spares: tuple[str, ...]  # unused backgrounds to replace unreadable ones, in order
     settings: Settings
+    # the store's --storage-option values, for the worker's own reads and uploads; they may
+    # hold secrets, so a task's repr (in a log, a Dask error) leaves them out
+    options: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -187,8 +191,8 @@ def make_plan(
     by_id = {fg.id: fg for fg in inputs.foregrounds}
     for fid in split.validation:
         if by_id[fid].trimap is None:
-            problems.append(f"{inputs.data_dir / 'trimap' / f'o_{fid}.png'}: missing (validation "
-                            "foregrounds are scored on their own trimap)")  # fmt: skip
+            problems.append(f"{shown(child(inputs.data_dir, 'trimap', f'o_{fid}.png'))}: missing "
+                            "(validation foregrounds are scored on their own trimap)")  # fmt: skip
     per_split = {TRAIN: cfg.bgs_per_train_fg, VALIDATION: cfg.bgs_per_val_fg}
     ids = {TRAIN: split.train, VALIDATION: split.validation}
     need = {s: len(ids[s]) * per_split[s] for s in ids}
@@ -196,8 +200,9 @@ def make_plan(
     reuse = total > found
     if reuse and (not allow_bg_reuse or found < 2):
         problems.append(
-            f"{inputs.bg_dir}: {total:,} unique backgrounds needed ({len(split.train)} train x "
-            f"{cfg.bgs_per_train_fg} + {len(split.validation)} validation x {cfg.bgs_per_val_fg}), "
+            f"{shown(inputs.bg_dir)}: {total:,} unique backgrounds needed ({len(split.train)} "
+            f"train x {cfg.bgs_per_train_fg} + {len(split.validation)} validation x "
+            f"{cfg.bgs_per_val_fg}), "
             f"{found:,} found; add backgrounds, lower --bgs-per-train-fg/--bgs-per-val-fg, or "
             + (
                 "pass --allow-bg-reuse"
@@ -249,8 +254,10 @@ def make_plan(
     return Plan(split, tuple(samples), settings, spares, reuse)
 
 
-def shard_tasks(plan: Plan, inputs: Inputs, out_dir: Path) -> list[ShardTask]:
-    """One ``ShardTask`` per shard, in plan order."""
+def shard_tasks(
+    plan: Plan, inputs: Inputs, out_dir: str | Path, options: dict[str, Any] | None = None
+) -> list[ShardTask]:
+    """One ``ShardTask`` per shard, in plan order; ``options`` are the store's (for URLs)."""
     by_id = {fg.id: fg for fg in inputs.foregrounds}
     grouped: dict[str, list[PlannedSample]] = {}
     for sample in plan.samples:
@@ -265,6 +272,7 @@ def shard_tasks(plan: Plan, inputs: Inputs, out_dir: Path) -> list[ShardTask]:
             foregrounds={fid: by_id[fid] for fid in dict.fromkeys(r.fg_id for r in rows)},
             spares=plan.spares.get(name, ()),
             settings=plan.settings,
+            options=dict(options or {}),
         )
         for name, rows in grouped.items()
     ]

@@ -8,21 +8,24 @@ tar files are moved to ``OUT/.quarantine/`` (never deleted). The plan is recompu
 inputs and the config recorded in the index, and must equal ``plan.parquet``: inputs that
 changed since the build cannot reproduce its shards, and repair says so instead of writing
 different bytes.
+
+The set and its inputs may be store URLs (``shards.store``): staging and quarantine are then
+prefixes of the set, and a shard moves into place as a server-side copy (whole or absent).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from configs import config_from_dict
 from pipeline.build import PLAN_NAME, prepare, same_plan
-from pipeline.compose import RECORDS_DIR, build_shard, record_path
+from pipeline.compose import build_shard, record_path
+from pipeline.inputs import child, location, shown
 from pipeline.plan import shard_tasks
+from shards import store
 from shards.index import ShardInfo, read_index, read_samples, write_index
 from shards.schema import hash_columns
 from shards.verify import VerifyReport
@@ -48,40 +51,41 @@ class RepairSummary:
 
 
 def repair(
-    root: Path,
-    data_dir: Path,
-    bg_dir: Path,
+    root: str | Path,
+    data_dir: str | Path,
+    bg_dir: str | Path,
     run_verify: Callable[[], VerifyReport],
     run_tasks: Callable[[Callable, list], object],
+    options: Mapping | None = None,
 ) -> RepairSummary:
     """Verify, rebuild what failed from the inputs, move it into place, verify again.
 
     Args:
-        root: the shard set.
-        data_dir: the AIM-500 folder the set was built from.
-        bg_dir: its backgrounds folder.
-        run_verify: runs ``shards.verify.verify`` on ``root`` (the CLI passes a Dask one).
+        root: the shard set (a folder or a store URL).
+        data_dir: the AIM-500 folder (or URL) the set was built from.
+        bg_dir: its backgrounds folder (or URL).
+        run_verify: runs ``shards.verify.verify`` on ``root`` (the CLI passes a Dask one, with
+            the store's options).
         run_tasks: maps a function over tasks, yielding ``(task, result, error)``.
+        options: the store's options (``--storage-option``) for every URL.
 
     Raises:
         ValueError: the index is unusable, or the inputs no longer give the recorded plan.
     """
-    root = Path(root).resolve()
+    root = location(root)
     summary = RepairSummary(before=run_verify())
     if summary.before.ok:
         summary.after = summary.before
         return summary
     if summary.before.checks.get("index") or summary.before.checks.get("samples"):
         raise ValueError(
-            f"{root}: the index itself is unusable ({summary.before.problems[0].detail}); "
+            f"{shown(root)}: the index itself is unusable ({summary.before.problems[0].detail}); "
             "re-run `indexnet pipeline build` with the same options to finish or rebuild the set"
         )
-    index = read_index(root)
+    index = read_index(root, options)
     listed = {s.path: s for s in index.shards}
     for rel in [p.shard for p in summary.before.problems if p.check == "listing"]:
-        target = root / QUARANTINE / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(root / rel, target)
+        store.move(store.join(root, rel), store.join(root, QUARANTINE, rel), options)
         summary.quarantined.append(rel)
     bad = [s for s in summary.before.bad_shards if s in listed]
     if bad:
@@ -89,20 +93,21 @@ def repair(
         split = index.meta.get("split", {})
         val_count = len(split.get("validation", [])) if split.get("rule") == "seeded" else None
         reuse = bool(index.meta.get("composition", {}).get("bg_reuse"))
-        inputs, plan = prepare(data_dir, bg_dir, cfg, allow_bg_reuse=reuse, val_count=val_count)
-        if not same_plan(root, plan):
+        inputs, plan = prepare(data_dir, bg_dir, cfg, allow_bg_reuse=reuse, val_count=val_count,
+                               options=options)  # fmt: skip
+        if not same_plan(root, plan, options):
             raise ValueError(
-                f"{data_dir} and {bg_dir} do not give the plan this set was built from "
-                f"({root / PLAN_NAME}); repair needs the original inputs"
+                f"{shown(data_dir)} and {shown(bg_dir)} do not give the plan this set was built "
+                f"from ({shown(child(root, PLAN_NAME))}); repair needs the original inputs"
             )
-        staging = root / STAGING
-        shutil.rmtree(staging, ignore_errors=True)
+        staging = child(root, STAGING)
+        store.remove(staging, options, recursive=True)
         tasks = [
             dataclasses.replace(t, out_dir=str(staging))
-            for t in shard_tasks(plan, inputs, root)
+            for t in shard_tasks(plan, inputs, root, options)
             if t.name in bad
         ]
-        recorded_members = _member_hashes(read_samples(root).to_pylist())
+        recorded_members = _member_hashes(read_samples(root, options).to_pylist())
         corrected = dict(listed)
         for task, result, error in run_tasks(_rebuild, tasks):
             if error is not None:
@@ -119,18 +124,18 @@ def repair(
                                 "build; left as it was")
                 )  # fmt: skip
                 continue
-            (root / RECORDS_DIR).mkdir(exist_ok=True)
-            os.replace(staging / task.name, root / task.name)
-            os.replace(record_path(staging, task.name), record_path(root, task.name))
+            # the shard first, its record after: a record always means a whole shard
+            store.move(store.join(staging, task.name), store.join(root, task.name), options)
+            store.move(record_path(staging, task.name), record_path(root, task.name), options)
             summary.rebuilt.append(task.name)
             if not same_tar:
                 corrected[task.name] = ShardInfo(task.name, task.split, result.samples,
                                                  result.bytes, result.sha256)  # fmt: skip
                 summary.index_corrected.append(task.name)
-        shutil.rmtree(staging, ignore_errors=True)
+        store.remove(staging, options, recursive=True)
         if summary.index_corrected:
             meta = dict(index.meta)
-            write_index(root, [corrected[s.path] for s in index.shards], meta)
+            write_index(root, [corrected[s.path] for s in index.shards], meta, options)
     summary.after = run_verify()
     return summary
 

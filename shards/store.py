@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import shutil
 from collections.abc import Iterator, Mapping
@@ -304,6 +305,20 @@ def upload(local: Path, url: str | Path, options: Options | None = None) -> None
     _writable(str(url))
     fs, path = filesystem(str(url), options)
     _call(str(url), fs.put_file, str(local), path)
+
+
+def move(src: str | Path, dst: str | Path, options: Options | None = None) -> None:
+    """Move a file or object to ``dst`` (same place kind): locally a rename (parents made); on a
+    store a server-side copy, which appears whole, then the source deleted."""
+    if not is_remote(src) and not is_remote(dst):
+        target = local_path(dst)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(local_path(src), target)
+        return
+    _writable(str(dst))
+    fs, path = filesystem(str(src), options)
+    _, target = filesystem(str(dst), options)
+    _call(str(src), fs.mv, path, target)
 
 
 def remove(url: str | Path, options: Options | None = None, recursive: bool = False) -> None:
