@@ -19,7 +19,7 @@ from rich.progress import (
 from rich.text import Text
 
 from configs import ConfigError, load_config
-from configs.cli import fail, group
+from configs.cli import StorageOption, fail, group
 from pipeline.build import BuildProgress, build, default_out
 from pipeline.determinism import DEFAULT_SHARDS, DeterminismReport, check_determinism
 from pipeline.inputs import shown
@@ -32,11 +32,6 @@ from shards.index import INDEX_NAME
 
 EXIT_INCOMPLETE = 3  # the build finished but some samples failed (see samples.parquet)
 EXIT_NOT_DETERMINISTIC = 4  # --check-determinism: a rebuilt shard differs from the one on disk
-
-STORAGE_OPTION_HELP = (
-    "KEY=VALUE passed to the store's client for every URL (repeatable; dotted keys nest, e.g. "
-    "client_kwargs.region_name=eu-west-1). Credentials come from the provider's own chain."
-)
 
 app = group(
     "pipeline",
@@ -130,7 +125,7 @@ def build_command(
         help="Shard set folder or URL (s3://bucket/set) [default: a 'shards' folder beside "
         "--data-dir].",
     ),
-    storage_option: list[str] = typer.Option([], "--storage-option", help=STORAGE_OPTION_HELP),
+    storage_option: list[str] = StorageOption,
     workers: int | None = typer.Option(
         None, help="Start a local Dask cluster of N one-thread processes [default: CPU count]."
     ),
@@ -193,7 +188,7 @@ def build_command(
         cluster = ClusterOptions(
             workers, scheduler, str(scheduler_file) if scheduler_file else None
         )
-        storage = store.parse_options(storage_option)
+        storage = cfg.storage.override(store.parse_options(storage_option)).options
     except (ConfigError, ValueError) as exc:
         raise fail(exc) from None
     if check_shards < 1:
@@ -291,7 +286,7 @@ def repair_command(
     ),
     scheduler: str | None = typer.Option(None, help="An existing Dask scheduler address."),
     scheduler_file: Path | None = typer.Option(None, help="An existing scheduler's file."),
-    storage_option: list[str] = typer.Option([], "--storage-option", help=STORAGE_OPTION_HELP),
+    storage_option: list[str] = StorageOption,
 ) -> None:
     """Rebuild exactly the shards that verify rejects or that are missing, then verify again.
 
