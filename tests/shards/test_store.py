@@ -30,8 +30,11 @@ def test_the_same_calls_work_on_a_folder_and_a_bucket(remote, request, tmp_path:
     assert list(store.walk_files(root)) == ["a/x.bin", "b.bin"]
     assert store.hash_file(store.join(root, "b.bin")) == (
         len(data), hashlib.sha256(data[::-1]).hexdigest())  # fmt: skip
+    store.move(store.join(root, "b.bin"), store.join(root, "c", "b.bin"))
+    assert store.size(store.join(root, "b.bin")) is None
+    assert store.read_bytes(store.join(root, "c/b.bin")) == data[::-1]
     store.remove(store.join(root, "a"), recursive=True)
-    assert store.listdir(root) == [("b.bin", False)]
+    assert store.listdir(root) == [("c", True)]
 
 
 def test_a_missing_object_a_missing_bucket_and_a_403_are_clear_errors(s3):
