@@ -286,10 +286,16 @@ class _Run:
         last = self.ckpt_dir / LAST
         if not (self.options.resume or restarted()):
             return
-        state = load_checkpoint(last) if self.rank == 0 and last.exists() else None
-        if self.world > 1:  # rank 0's run folder: other nodes may have none (no shared disk)
-            box = [state]
-            dist.broadcast_object_list(box, src=0, device=self.device)
+        state = load_checkpoint(last) if last.exists() else None
+        if self.world > 1:
+            # without a shared disk only the node that ran rank 0 before has the run folder,
+            # and a restarted group may give rank 0 to another node: the newest checkpoint any
+            # rank holds is sent to all (the lowest such rank sends it)
+            steps: list[int] = [0] * self.world
+            dist.all_gather_object(steps, -1 if state is None else int(state["step"]))
+            src = max(range(self.world), key=lambda r: (steps[r], -r))
+            box = [state if self.rank == src else None]
+            dist.broadcast_object_list(box, src=src, device=self.device)
             state = box[0]
         if state is None:
             if self.options.resume:
