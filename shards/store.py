@@ -321,6 +321,16 @@ def move(src: str | Path, dst: str | Path, options: Options | None = None) -> No
     _call(str(src), fs.mv, path, target)
 
 
+def upload_folder(folder: Path, url: str | Path, options: Options | None = None) -> int:
+    """Copy every file under a local folder to ``url`` (same relative paths), each as
+    ``upload`` writes it; returns how many. What a user does with ``aws s3 sync``, for the
+    tests and benchmarks that put a shard set or a build's inputs on a store."""
+    rels = list(walk_files(folder))
+    for rel in rels:
+        upload(Path(folder) / rel, join(url, rel), options)
+    return len(rels)
+
+
 def remove(url: str | Path, options: Options | None = None, recursive: bool = False) -> None:
     """Delete a file or object (and, with ``recursive``, a folder or prefix); missing is fine."""
     if not is_remote(url):

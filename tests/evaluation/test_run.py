@@ -157,3 +157,32 @@ def test_baseline_scores_the_trivial_prediction_beside_the_model(shard_set, chec
     plain = evaluate(EvalOptions(checkpoint[0], str(shard_set), tmp_path / "plain", limit=1))
     assert plain.baseline_means is None
     assert "baseline" not in json.loads((tmp_path / "plain" / "metrics.json").read_text())
+
+
+def test_a_set_on_a_store_scores_as_the_folder_and_a_refusal_exits_2(
+    shard_set, checkpoint, tmp_path, s3
+):
+    from shards import store
+
+    store.upload_folder(shard_set, "s3://test/set")
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    runner = CliRunner()
+    base = ["evaluate", "run", "--checkpoint", str(checkpoint[0]), "--workers", "1"]
+    result = runner.invoke(app, [*base, "--shards", str(shard_set / "validation"),
+                                 "--out", str(local)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    argv = [*base, "--shards", "s3://test/set/validation", "--out", str(remote),
+            "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    assert _rows(remote) == _rows(local)
+    assert (tmp_path / "cache" / "shards").is_dir()
+    missing = "s3://test/nothing/index.json is missing"
+    for bad, message in (("s3://no-such-bucket/set", "s3://no-such-bucket"),
+                         ("s3://test/nothing", missing)):  # fmt: skip
+        result = runner.invoke(app, [*base, "--shards", bad, "--out", str(tmp_path / "x")])
+        assert result.exit_code == 2 and message in result.output, result.output
+    s3.fault("deny", "GET /test/set/index.json")
+    result = runner.invoke(app, [*base, "--shards", "s3://test/set", "--out", str(tmp_path / "y")])
+    assert result.exit_code == 2 and "access denied" in result.output, result.output
+    assert "testing-secret-key" not in result.output

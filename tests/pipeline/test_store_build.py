@@ -30,17 +30,11 @@ SMALL = ["--bgs-per-train-fg", "6", "--bgs-per-val-fg", "4", "--samples-per-shar
 runner = CliRunner()
 
 
-def _upload(folder: Path, url: str) -> None:
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            store.upload(path, store.join(url, str(path.relative_to(folder))))
-
-
 @pytest.fixture
 def inputs_on_s3(s3, sample_data) -> tuple[str, str]:
     """The sample data uploaded to ``s3://test/in/``: ``(data_dir, bg_dir)`` URLs."""
-    _upload(sample_data.data_dir, "s3://test/in/AIM-500")
-    _upload(sample_data.bg_dir, "s3://test/in/backgrounds")
+    store.upload_folder(sample_data.data_dir, "s3://test/in/AIM-500")
+    store.upload_folder(sample_data.bg_dir, "s3://test/in/backgrounds")
     return "s3://test/in/AIM-500", "s3://test/in/backgrounds"
 
 

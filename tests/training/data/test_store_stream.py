@@ -27,12 +27,6 @@ from training.run.trainer import RunOptions, train
 SET = "s3://test/set"
 
 
-def upload(root: Path, url: str = SET) -> None:
-    """Copy a shard set folder to the store, file by file."""
-    for rel in store.walk_files(root):
-        store.upload(root / rel, store.join(url, rel))
-
-
 def _tar_gets(s3) -> list[dict]:
     return [r for r in s3.requests() if r["method"] == "GET" and r["path"].endswith(".tar")]
 
@@ -40,7 +34,7 @@ def _tar_gets(s3) -> list[dict]:
 def test_a_bucket_gives_the_local_folders_batches_and_a_resume_reads_only_what_is_left(
     shard_set, s3
 ):
-    upload(shard_set)
+    store.upload_folder(shard_set, SET)
     reference = _run(resolve_shards(str(shard_set)), batch=4)
     shards = resolve_shards(SET)
     assert resolve_shards(SET + "/validation").samples == (4,)  # a split's URL: that split
@@ -58,7 +52,7 @@ def test_a_bucket_gives_the_local_folders_batches_and_a_resume_reads_only_what_i
 
 def test_throttling_and_a_dropped_connection_are_retried_and_change_nothing(shard_set, s3):
     """The client retries a few; the loader's retries (loader.read_retries) take the rest."""
-    upload(shard_set)
+    store.upload_folder(shard_set, SET)
     reference = _run(resolve_shards(str(shard_set)), batch=4)
     s3.fault("slowdown", ".tar", times=6)  # beyond what the client retries alone
     s3.fault("drop", ".tar", times=2)
@@ -70,7 +64,7 @@ def test_throttling_and_a_dropped_connection_are_retried_and_change_nothing(shar
 def test_the_cache_serves_later_epochs_a_corrupt_copy_and_a_store_that_is_down(
     shard_set, s3, tmp_path, capfd
 ):
-    upload(shard_set)
+    store.upload_folder(shard_set, SET)
     local = resolve_shards(str(shard_set))
     cache = ShardCache(str(tmp_path / "cache"))
     shards = resolve_shards(SET, cache=cache)
@@ -98,7 +92,7 @@ def test_the_cache_serves_later_epochs_a_corrupt_copy_and_a_store_that_is_down(
 
 
 def test_a_missing_bucket_and_a_403_exit_2_naming_the_url_and_no_secret(shard_set, s3, tmp_path):
-    upload(shard_set)
+    store.upload_folder(shard_set, SET)
     runner = CliRunner()
     secret = "S3CR3T-VALUE"
     for shards, fault in (("s3://no-such-bucket/set", None), (SET, "deny")):
@@ -134,7 +128,7 @@ def test_two_nodes_without_a_shared_disk_train_from_a_bucket_as_from_a_folder(
     """2 gloo ranks, one per "node" (own working directory, own run folder, own cache), read
     s3://: batches.jsonl equals a 1-rank run's from the local folder, across a resume at
     step 5; no storage option's value is written anywhere in the run folder."""
-    upload(shard_set)
+    store.upload_folder(shard_set, SET)
     sets = [*TINY, "runtime.log_batches=true", "validation.enabled=false"]
     one = load_config(overrides=[*sets, "train.batch_size=4"])  # the same global batch of 4
     reference = tmp_path / "reference"
