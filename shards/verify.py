@@ -44,7 +44,7 @@ from shards.index import ShardInfo, read_index, read_samples
 from shards.mattes import BackgroundFit, apply_fit, blend
 from shards.reader import decode_member, tar_entries
 from shards.schema import MEMBERS, name_of
-from shards.store import Options, StoreError, StoreUnavailable
+from shards.store import NotFound, Options, StoreError, StoreUnavailable
 
 CHECKS = ("index", "samples", "count", "listing", "missing", "size", "sha256", "tar", "members",
           "keys", "order", "offsets", "unreadable")  # fmt: skip
@@ -268,18 +268,29 @@ def check_shard(task: ShardCheck) -> ShardReport:
         report.problems.append(Problem(check, detail, info.path, key))
 
     try:
-        size = store.size(url, task.options)
-        if size is None:
-            bad("missing", "listed in index.json but not in the set")
-            return report
-        return _read_shard(task, url, size, report, bad)
-    except (StoreError, StoreUnavailable) as exc:  # the store failed, not the shard
-        bad("unreadable", f"{exc}; the shard is unchecked: verify again once the store is back")
+        raw = store.open_read(url, task.options)
+    except (NotFound, FileNotFoundError):
+        bad("missing", "listed in index.json but not in the set")
         return report
+    except (StoreError, StoreUnavailable) as exc:
+        return _unreadable(report, bad, exc)
+    try:
+        with raw:
+            return _read_shard(task, url, raw, report, bad)
+    except (StoreError, StoreUnavailable) as exc:
+        return _unreadable(report, bad, exc)
 
 
-def _read_shard(task: ShardCheck, url: str, size: int, report: ShardReport, bad) -> ShardReport:
+def _unreadable(report: ShardReport, bad, exc: Exception) -> ShardReport:
+    # the store failed, not the shard: what was found before still stands
+    bad("unreadable", f"{exc}; the shard is unchecked: verify again once the store is back")
+    return report
+
+
+def _read_shard(task: ShardCheck, url: str, raw, report: ShardReport, bad) -> ShardReport:
     info = task.info
+    size = raw.seek(0, 2)  # the size the open file knows: no request of its own
+    raw.seek(0)
     if size != info.bytes:
         bad("size", f"{size:,} bytes, index.json records {info.bytes:,}")
     expected = {e.key: e for e in task.expected}
@@ -307,37 +318,36 @@ def _read_shard(task: ShardCheck, url: str, size: int, report: ShardReport, bad)
         if task.deep:
             report.problems.extend(_check_sample(info.path, key, members, want))
 
-    with store.open_read(url, task.options) as raw:
-        reader = _HashingReader(raw, url)
-        current: str | None = None
-        members: dict[str, bytes] = {}
-        start = end = 0  # the current sample's span in the shard
-        try:  # the shard reader's tar stream: one sequential read, never seeks
-            for entry in tar_entries(reader, read=lambda _file: task.deep):
-                name, key, ext = entry.name, entry.key, entry.file
-                if not entry.regular or not ext or not key or "/" in name or "\\" in name:
-                    bad("members", f"member {name!r} is not a file named <key>.<ext>")
-                    continue
-                if key != current:
-                    if current is not None:
-                        finish(current, members, (start, end - start))
-                    if key in seen:
-                        bad("keys", "appears twice in this shard (not contiguous)", key)
-                    current, members, start = key, {}, entry.offset
-                    seen.setdefault(key, set())
-                    order.append(key)
-                if ext in members:
-                    bad("members", f"member {name!r} appears twice", key)
-                members[ext] = entry.data if entry.data is not None else b""
-                seen[key].add(ext)
-                end = entry.end
-            if current is not None:
-                finish(current, members, (start, end - start))
-        except (StoreError, StoreUnavailable):
-            raise  # an OSError too, but the store's failure, not the tar's
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            bad("tar", f"does not parse to its end: {exc}")
-        reader.drain()
+    reader = _HashingReader(raw, url)
+    current: str | None = None
+    members: dict[str, bytes] = {}
+    start = end = 0  # the current sample's span in the shard
+    try:  # the shard reader's tar stream: one sequential read, never seeks
+        for entry in tar_entries(reader, read=lambda _file: task.deep):
+            name, key, ext = entry.name, entry.key, entry.file
+            if not entry.regular or not ext or not key or "/" in name or "\\" in name:
+                bad("members", f"member {name!r} is not a file named <key>.<ext>")
+                continue
+            if key != current:
+                if current is not None:
+                    finish(current, members, (start, end - start))
+                if key in seen:
+                    bad("keys", "appears twice in this shard (not contiguous)", key)
+                current, members, start = key, {}, entry.offset
+                seen.setdefault(key, set())
+                order.append(key)
+            if ext in members:
+                bad("members", f"member {name!r} appears twice", key)
+            members[ext] = entry.data if entry.data is not None else b""
+            seen[key].add(ext)
+            end = entry.end
+        if current is not None:
+            finish(current, members, (start, end - start))
+    except (StoreError, StoreUnavailable):
+        raise  # an OSError too, but the store's failure, not the tar's
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        bad("tar", f"does not parse to its end: {exc}")
+    reader.drain()
     report.bytes = reader.size
     report.keys = order
     report.samples = len(order)

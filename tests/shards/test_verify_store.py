@@ -60,6 +60,7 @@ def test_damage_on_a_store_is_named_by_shard_and_check(shard_set, s3, monkeypatc
     store.remove(store.join(URL, TRAIN1))
     options = _no_credentials_but_options(monkeypatch)
     report_path = tmp_path / "report.json"
+    s3.requests(reset=True)
     result = runner.invoke(app, ["shards", "verify", URL, "--workers", "1", *options,
                                  "--report", str(report_path)])  # fmt: skip
     assert result.exit_code == 1, result.output
@@ -69,6 +70,9 @@ def test_damage_on_a_store_is_named_by_shard_and_check(shard_set, s3, monkeypatc
     assert body["root"] == URL and body["bad_shards"] == [TRAIN0, TRAIN1]
     assert {(p["check"], p["shard"]) for p in body["problems"]} == {
         ("sha256", TRAIN0), ("missing", TRAIN1)}  # fmt: skip
+    on_worker = Counter((r["method"], r["path"]) for r in s3.requests() if ".tar" in r["path"])
+    shards = {path for _, path in on_worker}
+    assert len(shards) == 5 and max(on_worker.values()) == 1  # at most a HEAD and a GET each
     for text in (result.output, report_path.read_text()):
         assert SECRET not in text and KEY_ID not in text
 
