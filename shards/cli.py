@@ -1,5 +1,8 @@
 """``indexnet shards ...``: prove a shard set whole (verify), describe it (info).
 
+Both take a folder or a store URL (``s3://bucket/set``, ``gs://``, ``az://``...) and
+``--storage-option KEY=VALUE`` (``shards.store``), which is never printed nor written to a report.
+
 ``indexnet shards repair`` is defined in ``pipeline.cli`` (rebuilding needs the compositor,
 which this package must not import) and mounted on this group by the root app.
 """
@@ -17,9 +20,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from configs.cli import fail, group
+from shards import store
 from shards.atomic import atomic_write_bytes
 from shards.cluster import ClusterOptions, dask_client, map_bounded
 from shards.info import describe
+from shards.store import Options, StoreError, StoreUnavailable
 from shards.verify import CHECKS, DEEP_CHECKS, VerifyReport, verify
 
 app = group(
@@ -30,6 +35,16 @@ out = Console()
 err = Console(stderr=True)
 CONVERSIONS_SHOWN = 20  # converted inputs listed by ``info`` (``--json`` lists them all)
 
+RootArgument = typer.Argument(
+    ..., help="The shard set (holding index.json): a folder or a URL such as s3://bucket/set."
+)
+StorageOption = typer.Option(
+    [],
+    "--storage-option",
+    help="An option of the store's client, KEY=VALUE (repeatable; dotted keys nest, e.g. "
+    "client_kwargs.region_name=eu-west-1). Credentials come from the provider's usual chain.",
+)
+
 
 @app.callback()
 def _group() -> None:
@@ -39,7 +54,8 @@ def _group() -> None:
 def print_report(report: VerifyReport, limit: int = 40) -> None:
     """The problems (first ``limit``) and a summary table of every check."""
     for problem in report.problems[:limit]:
-        err.print(f"[red]FAIL[/red] {escape(str(problem))}", highlight=False)
+        # one line each, however long, so that a problem can be grepped whole
+        err.print(f"[red]FAIL[/red] {escape(str(problem))}", highlight=False, soft_wrap=True)
     if len(report.problems) > limit:
         err.print(f"... and {len(report.problems) - limit} more (see --report)")
     table = Table(title=f"shards verify{' --deep' if report.deep else ''}: {report.root}")
@@ -57,23 +73,30 @@ def print_report(report: VerifyReport, limit: int = 40) -> None:
     )
 
 
-def run_verify(root: Path, deep: bool, cluster: ClusterOptions) -> VerifyReport:
-    """``verify`` on a Dask cluster with a progress bar (also used by ``shards repair``)."""
+def run_verify(
+    root: str | Path, deep: bool, cluster: ClusterOptions, options: Options | None = None
+) -> VerifyReport:
+    """``verify`` on a Dask cluster with a progress bar (also used by ``shards repair``).
+
+    The cluster starts only once the index and the listing are read: a set that cannot be
+    checked (``StoreError``: no index.json, a missing bucket, access denied) fails at once.
+    """
     bar = Progress(TextColumn("[bold]verifying"), BarColumn(), MofNCompleteColumn(),
                    TimeRemainingColumn(), console=err)  # fmt: skip
-    with dask_client(cluster) as client, bar:
+    with bar:
         task = bar.add_task("shards", total=None)
 
         def run(fn, items):
             bar.update(task, total=len(items))
-            return map_bounded(client, fn, items, name="verify", retries=1)
+            with dask_client(cluster) as client:
+                yield from map_bounded(client, fn, items, name="verify", retries=1)
 
-        return verify(root, deep, run=run, on_shard=lambda _: bar.advance(task))
+        return verify(root, deep, run=run, on_shard=lambda _: bar.advance(task), options=options)
 
 
 @app.command("verify")
 def verify_command(
-    root: Path = typer.Argument(..., help="The shard set folder (holding index.json)."),
+    root: str = RootArgument,
     deep: bool = typer.Option(
         False, help="Also decode every member and recompute every composite."
     ),
@@ -83,6 +106,7 @@ def verify_command(
     scheduler: str | None = typer.Option(None, help="An existing Dask scheduler address."),
     scheduler_file: Path | None = typer.Option(None, help="An existing scheduler's file."),
     report: Path | None = typer.Option(None, help="Write the full report as JSON here."),
+    storage_option: list[str] = StorageOption,
 ) -> None:
     """Prove a shard set complete and uncorrupted; exit 0 only when every check holds.
 
@@ -90,18 +114,28 @@ def verify_command(
     size and sha256 and no unlisted tar is present; every tar parses to its end; every sample
     has exactly its recorded members; keys are unique across the set; counts agree. --deep also
     decodes every member, checks sizes and trimap values, recomputes merged from fg, bg and
-    alpha, and checks each member's sha256. Shards are checked in parallel on Dask.
+    alpha, and checks each member's sha256. Shards are checked in parallel on Dask, each read
+    by its worker from the folder or the store. A shard the store fails to give is reported
+    unreadable (verify again once the store is back). Exit code 2 when nothing could be checked
+    (no index.json, a missing bucket, access denied).
     """
     if workers is None and scheduler is None and scheduler_file is None:
         workers = os.cpu_count() or 1
     try:
+        options = store.parse_options(storage_option)
         cluster = ClusterOptions(
             workers, scheduler, str(scheduler_file) if scheduler_file else None
         )
-    except ValueError as exc:
+        result = run_verify(root, deep, cluster, options)
+    except ValueError as exc:  # StoreError included: before any shard was read
         raise fail(exc) from None
-    result = run_verify(root, deep, cluster)
+    except StoreUnavailable as exc:
+        raise fail(f"{exc}; nothing was checked: verify again once the store is back", 1) from None
     print_report(result)
+    if result.unreadable_shards:
+        err.print(f"[red]the store failed[/red] while {len(result.unreadable_shards)} shard(s) "
+                  "were read: they are unchecked, not found corrupt; verify again once the "
+                  "store is back", highlight=False, soft_wrap=True)  # fmt: skip
     if report:
         atomic_write_bytes(report, (json.dumps(result.to_json(), indent=1) + "\n").encode())
         out.print(f"report: {report}")
@@ -110,18 +144,22 @@ def verify_command(
 
 @app.command("info")
 def info_command(
-    root: Path = typer.Argument(..., help="The shard set folder (holding index.json)."),
+    root: str = RootArgument,
     as_json: bool = typer.Option(False, "--json", help="Print the description as JSON."),
+    storage_option: list[str] = StorageOption,
 ) -> None:
     """Describe a shard set from its index alone (instant, whatever its size).
 
     Samples and bytes per split, image size distribution, the build's config, split rule,
     composition rule, inputs (and which were converted to 8 bits, and how) and build time.
-    Reads index.json and samples.parquet, never the shards.
+    Reads index.json and samples.parquet, never the shards. Exit code 2 when they cannot be
+    read (missing, a missing bucket, access denied), 1 when they are damaged.
     """
     try:
-        info = describe(root)
-    except ValueError as exc:
+        info = describe(root, store.parse_options(storage_option))
+    except StoreError as exc:
+        raise fail(exc) from None
+    except (ValueError, StoreUnavailable) as exc:
         raise fail(exc, 1) from None
     if as_json:
         typer.echo(json.dumps(info, indent=1))

@@ -143,15 +143,15 @@ def read_index(root: str | Path, options: Options | None = None) -> Index:
     """Read ``root/index.json`` of a shard set in a folder or at a URL.
 
     Raises:
-        ValueError: it is missing (an unfinished set, or no set), or not a valid index;
-            ``shards.store.StoreError`` (a ValueError too): the location is refused or its
-            bucket missing.
+        ValueError: it is not a valid index; ``shards.store.NotFound`` (a ValueError too): it
+            is missing (an unfinished set, or no set); ``shards.store.StoreError`` (its base):
+            the location is refused or its bucket missing.
     """
     where = store.join(root, INDEX_NAME)
     try:
         text = store.read_bytes(where, options)
-    except NotFound:
-        raise ValueError(
+    except NotFound:  # still a NotFound: a command says so with exit 2, before any work
+        raise NotFound(
             f"{store.redact(where)} is missing: the shard set is unfinished or not a shard set "
             "(re-run the build to finish it)"
         ) from None

@@ -15,6 +15,13 @@
   trimap's 0/128/255) hold no other; ``merged == blend(fg, fit(bg), alpha)`` exactly (the
   rounding the sample records); each hashed member's sha256 is the one in ``samples.parquet``.
 
+The set is a local folder or a store URL (``s3://bucket/set``, any ``shards.store`` location);
+each task reads its shard from there itself, so workers need no shared filesystem. A shard the
+store fails to give (5xx, a connection refused or reset, a 403 mid-run) is reported
+``unreadable``: the store failed, not the shard, so verify again once it is back. A set that
+cannot be checked at all (no ``index.json``, a missing bucket, access denied) raises
+``shards.store.StoreError`` before any shard is read.
+
 Shards are read into memory only, never extracted: a member named ``../../x`` is reported,
 and nothing is written anywhere.
 """
@@ -32,13 +39,15 @@ from typing import Any
 
 import numpy as np
 
+from shards import store
 from shards.index import ShardInfo, read_index, read_samples
 from shards.mattes import BackgroundFit, apply_fit, blend
 from shards.reader import decode_member, tar_entries
 from shards.schema import MEMBERS, name_of
+from shards.store import NotFound, Options, StoreError, StoreUnavailable
 
 CHECKS = ("index", "samples", "count", "listing", "missing", "size", "sha256", "tar", "members",
-          "keys", "order", "offsets")  # fmt: skip
+          "keys", "order", "offsets", "unreadable")  # fmt: skip
 # --deep adds these; a member with allowed ``values`` (the trimap) is a check of its own name
 DEEP_CHECKS = ("decode", "sizes", *(m.name for m in MEMBERS if m.values), "composite",
                "member_sha256")  # fmt: skip
@@ -77,6 +86,7 @@ class ShardCheck:
     info: ShardInfo
     expected: tuple[ExpectedSample, ...]
     deep: bool
+    options: dict[str, Any] = field(default_factory=dict, repr=False)  # the store's; never shown
 
 
 @dataclass
@@ -109,11 +119,19 @@ class VerifyReport:
 
     @property
     def bad_shards(self) -> list[str]:
-        """Shards with at least one problem, in order (what ``repair`` rebuilds)."""
-        return list(dict.fromkeys(p.shard for p in self.problems if p.shard))
+        """Shards with a problem of their own, in order (what ``repair`` rebuilds): not those
+        the store only failed to give (``unreadable_shards``)."""
+        unreadable = set(self.unreadable_shards)
+        return list(dict.fromkeys(p.shard for p in self.problems
+                                  if p.shard and p.shard not in unreadable))  # fmt: skip
+
+    @property
+    def unreadable_shards(self) -> list[str]:
+        """Shards the store failed to give (verify again once it is back), in order."""
+        return list(dict.fromkeys(p.shard for p in self.problems if p.check == "unreadable"))
 
     def to_json(self) -> dict[str, Any]:
-        """The report file's content."""
+        """The report file's content (the root redacted; never the storage options)."""
         return {
             "ok": self.ok,
             "root": self.root,
@@ -124,28 +142,54 @@ class VerifyReport:
             "seconds": round(self.seconds, 3),
             "failures_by_check": self.checks,
             "bad_shards": self.bad_shards,
+            "unreadable_shards": self.unreadable_shards,
             "problems": [asdict(p) for p in self.problems],
         }
 
 
 class _HashingReader:
-    """Sequential reader that hashes and counts everything read through it."""
+    """Sequential reader that hashes and counts everything read through it.
 
-    def __init__(self, raw) -> None:
-        self._raw = raw
+    It reads its source in ``chunk``-sized pieces, whatever the tar reader asks for: on a store,
+    a shard then costs one GET per ``chunk`` rather than one per tar block. A source that fails
+    raises ``StoreError`` or ``StoreUnavailable`` (``shards.store.translate``), so that the
+    store's failure is never mistaken for a damaged tar.
+    """
+
+    def __init__(self, raw, url: str, chunk: int = store.CHUNK) -> None:
+        self._raw, self._url, self._chunk = raw, url, chunk
+        self._buffer = memoryview(b"")
         self.sha256 = hashlib.sha256()
         self.size = 0
 
+    def _fill(self) -> bool:
+        try:
+            data = self._raw.read(self._chunk)
+        except Exception as exc:  # noqa: BLE001 - every client raises its own kinds
+            raise store.translate(self._url, exc) from exc
+        self._buffer = memoryview(data)
+        return bool(data)
+
     def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
+        if n is None or n < 0:
+            parts = [bytes(self._buffer)]
+            while self._fill():
+                parts.append(bytes(self._buffer))
+            self._buffer = memoryview(b"")
+            data = b"".join(parts)
+        else:
+            if not self._buffer:
+                self._fill()
+            data = bytes(self._buffer[:n])
+            self._buffer = self._buffer[n:]
         self.sha256.update(data)
         self.size += len(data)
         return data
 
-    def drain(self, chunk: int = 1 << 22) -> None:
+    def drain(self) -> None:
         """Hash whatever the tar reader left unread (end-of-archive padding)."""
-        while data := self.read(chunk):
-            del data
+        while self.read(self._chunk):
+            pass
 
 
 def _check_sample(
@@ -218,16 +262,35 @@ def _check_sample(
 def check_shard(task: ShardCheck) -> ShardReport:
     """Check one shard in a single sequential read (the function each Dask task runs)."""
     info, report = task.info, ShardReport(task.info.path)
-    path = Path(task.root) / info.path
+    url = store.join(task.root, info.path)
 
     def bad(check: str, detail: str, key: str | None = None) -> None:
         report.problems.append(Problem(check, detail, info.path, key))
 
     try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        bad("missing", "listed in index.json but not on disk")
+        raw = store.open_read(url, task.options)
+    except (NotFound, FileNotFoundError):
+        bad("missing", "listed in index.json but not in the set")
         return report
+    except (StoreError, StoreUnavailable) as exc:
+        return _unreadable(report, bad, exc)
+    try:
+        with raw:
+            return _read_shard(task, url, raw, report, bad)
+    except (StoreError, StoreUnavailable) as exc:
+        return _unreadable(report, bad, exc)
+
+
+def _unreadable(report: ShardReport, bad, exc: Exception) -> ShardReport:
+    # the store failed, not the shard: what was found before still stands
+    bad("unreadable", f"{exc}; the shard is unchecked: verify again once the store is back")
+    return report
+
+
+def _read_shard(task: ShardCheck, url: str, raw, report: ShardReport, bad) -> ShardReport:
+    info = task.info
+    size = raw.seek(0, 2)  # the size the open file knows: no request of its own
+    raw.seek(0)
     if size != info.bytes:
         bad("size", f"{size:,} bytes, index.json records {info.bytes:,}")
     expected = {e.key: e for e in task.expected}
@@ -255,35 +318,36 @@ def check_shard(task: ShardCheck) -> ShardReport:
         if task.deep:
             report.problems.extend(_check_sample(info.path, key, members, want))
 
-    with open(path, "rb") as raw:
-        reader = _HashingReader(raw)
-        current: str | None = None
-        members: dict[str, bytes] = {}
-        start = end = 0  # the current sample's span in the shard
-        try:  # the shard reader's tar stream: one sequential read, never seeks
-            for entry in tar_entries(reader, read=lambda _file: task.deep):
-                name, key, ext = entry.name, entry.key, entry.file
-                if not entry.regular or not ext or not key or "/" in name or "\\" in name:
-                    bad("members", f"member {name!r} is not a file named <key>.<ext>")
-                    continue
-                if key != current:
-                    if current is not None:
-                        finish(current, members, (start, end - start))
-                    if key in seen:
-                        bad("keys", "appears twice in this shard (not contiguous)", key)
-                    current, members, start = key, {}, entry.offset
-                    seen.setdefault(key, set())
-                    order.append(key)
-                if ext in members:
-                    bad("members", f"member {name!r} appears twice", key)
-                members[ext] = entry.data if entry.data is not None else b""
-                seen[key].add(ext)
-                end = entry.end
-            if current is not None:
-                finish(current, members, (start, end - start))
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            bad("tar", f"does not parse to its end: {exc}")
-        reader.drain()
+    reader = _HashingReader(raw, url)
+    current: str | None = None
+    members: dict[str, bytes] = {}
+    start = end = 0  # the current sample's span in the shard
+    try:  # the shard reader's tar stream: one sequential read, never seeks
+        for entry in tar_entries(reader, read=lambda _file: task.deep):
+            name, key, ext = entry.name, entry.key, entry.file
+            if not entry.regular or not ext or not key or "/" in name or "\\" in name:
+                bad("members", f"member {name!r} is not a file named <key>.<ext>")
+                continue
+            if key != current:
+                if current is not None:
+                    finish(current, members, (start, end - start))
+                if key in seen:
+                    bad("keys", "appears twice in this shard (not contiguous)", key)
+                current, members, start = key, {}, entry.offset
+                seen.setdefault(key, set())
+                order.append(key)
+            if ext in members:
+                bad("members", f"member {name!r} appears twice", key)
+            members[ext] = entry.data if entry.data is not None else b""
+            seen[key].add(ext)
+            end = entry.end
+        if current is not None:
+            finish(current, members, (start, end - start))
+    except (StoreError, StoreUnavailable):
+        raise  # an OSError too, but the store's failure, not the tar's
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        bad("tar", f"does not parse to its end: {exc}")
+    reader.drain()
     report.bytes = reader.size
     report.keys = order
     report.samples = len(order)
@@ -304,8 +368,10 @@ def check_shard(task: ShardCheck) -> ShardReport:
     return report
 
 
-def _expected_by_shard(root: Path) -> dict[str, tuple[ExpectedSample, ...]]:
-    table = read_samples(root)
+def _expected_by_shard(
+    root: str | Path, options: Options | None
+) -> dict[str, tuple[ExpectedSample, ...]]:
+    table = read_samples(root, options)
     columns = table.to_pydict()
     out: dict[str, list[ExpectedSample]] = defaultdict(list)
     for i, status in enumerate(columns["status"]):
@@ -324,33 +390,46 @@ def _expected_by_shard(root: Path) -> dict[str, tuple[ExpectedSample, ...]]:
 
 
 def verify(
-    root: Path,
+    root: str | Path,
     deep: bool = False,
     run: Callable[[Callable, list[ShardCheck]], Any] | None = None,
     on_shard: Callable[[ShardReport | None], None] | None = None,
+    options: Options | None = None,
 ) -> VerifyReport:
     """Check a shard set; every problem is collected, none stops the run.
 
     Args:
-        root: the shard set folder (with ``index.json``).
+        root: the shard set: a folder or a store URL (with ``index.json``).
         deep: also decode every member and recompute every composite.
         run: maps ``check_shard`` over the tasks and yields ``(task, report, error)``; default
-            runs them in this process (the CLI passes a Dask mapper).
+            runs them in this process (the CLI passes a Dask mapper). Each task carries
+            ``options`` to the worker that reads its shard.
         on_shard: called after each shard (for progress).
+        options: the store's options (``--storage-option``); never reported.
 
     Returns:
         A ``VerifyReport``; ``ok`` only when every check held.
+
+    Raises:
+        shards.store.StoreError: nothing can be checked: ``index.json`` is missing, the bucket
+            is missing or access is denied (before any shard is read).
+        shards.store.StoreUnavailable: the store failed while the index or the listing was read.
     """
     start = time.perf_counter()
-    root = Path(root)
-    report = VerifyReport(str(root), deep)
+    root = str(root) if store.is_remote(root) else Path(root)
+    options = dict(options or {})
+    report = VerifyReport(store.redact(str(root)), deep)
     try:
-        index = read_index(root)
+        index = read_index(root, options)
+    except StoreError:
+        raise
     except ValueError as exc:
         report.problems.append(Problem("index", str(exc)))
         return _finish(report, start)
     try:
-        expected = _expected_by_shard(root)
+        expected = _expected_by_shard(root, options)
+    except StoreError:
+        raise
     except (ValueError, KeyError) as exc:
         report.problems.append(Problem("samples", str(exc)))
         expected = {}
@@ -367,11 +446,12 @@ def verify(
         report.problems.append(
             Problem("count", f"index.json counts {written} written, its shards {index.samples()}")
         )
-    for path in sorted(root.rglob("*.tar")):
-        rel = path.relative_to(root).as_posix()
-        if rel not in listed and not any(part.startswith(".") for part in Path(rel).parts):
+    for rel in store.walk_files(root, options):  # .repair/ and .quarantine/ are repair's
+        hidden = any(part.startswith(".") for part in rel.split("/"))
+        if rel.endswith(".tar") and rel not in listed and not hidden:
             report.problems.append(Problem("listing", "a .tar not listed in index.json", rel))
-    tasks = [ShardCheck(str(root), s, expected.get(s.path, ()), deep) for s in index.shards]
+    tasks = [ShardCheck(str(root), s, expected.get(s.path, ()), deep, options)
+             for s in index.shards]  # fmt: skip
     run = run or (lambda fn, items: ((t, fn(t), None) for t in items))
     done: dict[str, ShardReport] = {}
     for task, shard_report, error in run(check_shard, tasks):

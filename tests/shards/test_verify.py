@@ -20,6 +20,7 @@ from pipeline.repair import repair
 from shards.codec import decode_color, decode_grey, encode_png
 from shards.index import read_index
 from shards.info import describe
+from shards.store import NotFound
 from shards.verify import verify
 from shards.writer import sha256_file
 from tests.conftest import version_2_config
@@ -235,8 +236,9 @@ def test_index_damage(damaged):
     report = verify(damaged)
     assert [p.check for p in report.problems] == ["index"]
     assert "index.json is not valid JSON" in report.problems[0].detail
-    (damaged / "index.json").unlink()
-    assert "is missing" in verify(damaged).problems[0].detail
+    (damaged / "index.json").unlink()  # nothing to check: an error before any shard is read
+    with pytest.raises(NotFound, match="index.json is missing"):
+        verify(damaged)
 
 
 def test_samples_parquet_damage(damaged):
@@ -315,7 +317,7 @@ def test_cli_verify_info_repair(damaged, sample_data, tmp_path):
     bad = runner.invoke(app, ["shards", "verify", str(damaged), "--workers", "1",
                               "--report", str(report_path)])  # fmt: skip
     assert bad.exit_code == 1
-    assert f"[missing] {TRAIN1}: listed in index.json but not on disk" in bad.output
+    assert f"[missing] {TRAIN1}: listed in index.json but not in the set" in bad.output
     body = json.loads(report_path.read_text())
     assert body["ok"] is False and body["bad_shards"] == [TRAIN1]
     info = runner.invoke(app, ["shards", "info", str(damaged), "--json"])
@@ -326,4 +328,6 @@ def test_cli_verify_info_repair(damaged, sample_data, tmp_path):
     assert fixed.exit_code == 0, fixed.output
     assert f"rebuilt {TRAIN1}" in fixed.output
     missing = runner.invoke(app, ["shards", "info", str(tmp_path / "nope")])
-    assert missing.exit_code == 1 and "index.json is missing" in missing.output
+    assert missing.exit_code == 2 and "index.json is missing" in missing.output
+    missing = runner.invoke(app, ["shards", "verify", str(tmp_path / "nope"), "--workers", "1"])
+    assert missing.exit_code == 2 and "index.json is missing" in missing.output
