@@ -82,8 +82,8 @@ StorageOption = typer.Option(
     [],
     "--storage-option",
     help="KEY=VALUE for the store's client (repeatable; dotted keys nest, e.g. "
-    "client_kwargs.region_name=eu-west-1), over the config's storage.options; never printed "
-    "or recorded.",
+    "client_kwargs.region_name=eu-west-1), over the config's storage.options where the command "
+    "reads a config. Credentials come from the provider's own chain; never printed or recorded.",
 )
 CacheDirOption = typer.Option(
     None,

@@ -307,9 +307,7 @@ def repair_command(
     root = root if store.is_remote(root) else Path(root)
 
     def verify_set():
-        if not store.is_remote(root):
-            return run_verify(root, deep, cluster)
-        return run_verify(root, deep, cluster, options=storage)  # the store's options
+        return run_verify(root, deep, cluster, options=storage)
 
     def tasks(fn, items):
         with dask_client(cluster) as client:

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from configs.cli import fail, group
+from configs.cli import StorageOption, fail, group
 from shards import store
 from shards.atomic import atomic_write_bytes
 from shards.cluster import ClusterOptions, dask_client, map_bounded
@@ -37,12 +37,6 @@ CONVERSIONS_SHOWN = 20  # converted inputs listed by ``info`` (``--json`` lists 
 
 RootArgument = typer.Argument(
     ..., help="The shard set (holding index.json): a folder or a URL such as s3://bucket/set."
-)
-StorageOption = typer.Option(
-    [],
-    "--storage-option",
-    help="An option of the store's client, KEY=VALUE (repeatable; dotted keys nest, e.g. "
-    "client_kwargs.region_name=eu-west-1). Credentials come from the provider's usual chain.",
 )
 
 

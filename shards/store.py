@@ -138,6 +138,10 @@ def filesystem(url: str, options: Options | None = None):
     return fs, path
 
 
+# botocore's and google-auth's exceptions for a client with no credentials at all
+_NO_CREDENTIALS = ("NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError")
+
+
 def translate(url: str, exc: BaseException) -> Exception:
     """The ``StoreError`` or ``StoreUnavailable`` a client's exception at ``url`` means."""
     where = redact(url)
@@ -155,6 +159,14 @@ def translate(url: str, exc: BaseException) -> Exception:
         )
     if isinstance(exc, IsADirectoryError | NotADirectoryError):
         return StoreError(f"{where}: {type(exc).__name__}: {text}")
+    if type(exc).__name__ in _NO_CREDENTIALS:
+        return StoreError(
+            f"{where}: the store's client found no credentials ({text}); set them as the "
+            "provider documents (environment variables, a config file or an instance role)"
+        )
+    if isinstance(exc, TypeError):  # a --storage-option the client does not take
+        return StoreError(f"{where}: the store's client refused its options ({text}); check "
+                          "--storage-option and storage.options")  # fmt: skip
     return StoreUnavailable(f"{where}: the store failed ({type(exc).__name__}: {text})")
 
 

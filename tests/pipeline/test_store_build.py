@@ -175,3 +175,25 @@ def test_a_store_that_goes_away_mid_upload_costs_nothing_after_a_restart(
     assert "/test/out/train/train-000002.tar" in puts
     assert _sha256s("s3://test/out") == _sha256s(str(shard_set))
     assert read_samples("s3://test/out").equals(read_samples(shard_set))
+
+
+def test_repair_on_a_store_restores_a_flipped_byte_and_a_deleted_object(s3, shard_set, sample_data):
+    store.upload_folder(shard_set, "s3://test/set")
+    index = read_index(shard_set)
+    flipped, deleted = (store.join("s3://test/set", s.path) for s in index.split("train")[:2])
+    data = bytearray(store.read_bytes(flipped))
+    data[len(data) // 2] ^= 0xFF
+    store.write_bytes(flipped, bytes(data))
+    store.remove(deleted)
+    verify = runner.invoke(app, ["shards", "verify", "s3://test/set", "--workers", "1"])
+    assert verify.exit_code == 1
+    for url in (flipped, deleted):
+        assert url.removeprefix("s3://test/set/") in verify.output, verify.output
+    fixed = runner.invoke(app, ["shards", "repair", "s3://test/set", "--data-dir",
+                                str(sample_data.data_dir), "--bg-dir", str(sample_data.bg_dir),
+                                "--workers", "1"])  # fmt: skip
+    assert fixed.exit_code == 0, fixed.output
+    for shard in index.split("train")[:2]:
+        url = store.join("s3://test/set", shard.path)
+        assert store.hash_file(url) == (shard.bytes, shard.sha256)
+    assert not [rel for rel in store.walk_files("s3://test/set") if rel.startswith(".repair")]

@@ -71,3 +71,19 @@ def test_options_parse_and_a_missing_client_names_its_extra():
     with pytest.raises(StoreError, match="read-only"):
         store.write_bytes("http://127.0.0.1:1/x", b"")
     assert store.redact("https://user:secret@host/set") == "https://host/set"
+
+
+def test_no_credentials_and_an_option_the_client_refuses_are_the_users_to_fix(s3, monkeypatch):
+    import fsspec
+
+    fsspec.filesystem("s3").clear_instance_cache()
+    with pytest.raises(StoreError, match="refused its options"):
+        store.read_bytes("s3://test/x", {"no_such_option": 1})
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    fsspec.filesystem("s3").clear_instance_cache()
+    with pytest.raises(StoreError, match="found no credentials"):
+        store.read_bytes("s3://test/x")
