@@ -24,13 +24,16 @@ def load_golden(name: str):
 
 def version_2_config(values: dict) -> dict:
     """A config dict (``Config.to_dict()``) as version 2 recorded the same config: the sections
-    data, train, loss and model (flat), every key by its old name (``configs.RENAMED``)."""
+    data, train, loss and model (flat), every key by its old name (``configs.RENAMED``); the
+    ``storage`` section, which came later, left out."""
     from configs import RENAMED
     from configs.schema import flatten
 
     old_name = {new: old for old, new in RENAMED.items()}
     nested: dict = {}
     for key, value in flatten(values).items():
+        if key.startswith("storage."):
+            continue
         section, name = old_name.get(key, key).split(".")  # every old key was section.key
         nested.setdefault(section, {})[name] = value
     return nested

@@ -84,7 +84,7 @@ def test_the_cache_serves_later_epochs_a_corrupt_copy_and_a_store_that_is_down(
     assert len(_tar_gets(s3)) == 1  # that shard again, whole; the others from the cache
 
     s3.stop()  # the store goes away: a new run reads the index and shards from the cache
-    fail_fast = {"retries": 1, "config_kwargs": {"retries": {"max_attempts": 1}}}
+    fail_fast = {"config_kwargs": {"retries": {"max_attempts": 1}}}
     offline = resolve_shards(SET, options=fail_fast, cache=cache)
     assert _run(offline, batch=4) == _run(local, batch=4)
     err = capfd.readouterr().err
