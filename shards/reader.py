@@ -369,9 +369,14 @@ class _Window(io.RawIOBase):
                 super().close()
 
 
+FIRST_PIECE = 1 << 20  # a run's first ranged GET; each next one twice as long, up to CHUNK
+
+
 class _Ranged(io.RawIOBase):
     """Bytes ``start .. end - 1`` of a file on a store or server, fetched in order in pieces of
-    at most ``shards.store.CHUNK`` bytes, each a ranged GET of exactly what is still wanted.
+    1 MiB, then twice as long each time up to ``shards.store.CHUNK`` (8 MiB), each a ranged GET
+    of exactly what is still wanted (a run whose window needs a few samples fetches little
+    ahead of them; a long run costs few requests).
 
     A store that fails in transit raises ``_Dropped`` (the loader reads the rest again); one
     that refuses or lacks the file raises ``ShardError``; a file that ends before ``end``,
@@ -381,14 +386,16 @@ class _Ranged(io.RawIOBase):
     def __init__(self, url: str, start: int, end: int, options: Options | None) -> None:
         super().__init__()
         self.url, self.at, self.end, self.options = url, start, end, options
-        self.piece = b""
+        self.piece, self.pos = b"", 0  # the piece fetched last, and how much of it was read
+        self.next_size = FIRST_PIECE  # doubles up to CHUNK: few bytes ahead at a run's start
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int = -1) -> bytes:
-        if not self.piece and self.at < self.end:
-            stop = min(self.at + CHUNK, self.end)
+        if self.pos == len(self.piece) and self.at < self.end:
+            stop = min(self.at + self.next_size, self.end)
+            self.next_size = min(2 * self.next_size, CHUNK)
             try:
                 piece = store.read_range(self.url, self.at, stop, self.options)
             except StoreUnavailable as exc:
@@ -404,9 +411,10 @@ class _Ranged(io.RawIOBase):
                     f"it ends {self.end - self.at - len(piece):,} bytes before the samples asked "
                     "for do"
                 )
-            self.piece, self.at = piece, stop
-        size = len(self.piece) if size < 0 else size
-        data, self.piece = self.piece[:size], self.piece[size:]
+            self.piece, self.pos, self.at = piece, 0, stop
+        # slices of the piece, never the piece re-cut: tarfile reads 512-byte headers
+        end = len(self.piece) if size < 0 else min(self.pos + size, len(self.piece))
+        data, self.pos = self.piece[self.pos : end], end
         return data
 
 
