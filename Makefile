@@ -66,7 +66,7 @@ format: install
 	$(VENV)/bin/ruff format .
 
 bench: install
-	@for script in $(wildcard benchmarks/*.py); do echo "== $$script"; $(PY) $$script || exit 1; done
+	@for script in $(filter-out benchmarks/s3_server.py,$(wildcard benchmarks/*.py)); do echo "== $$script"; $(PY) $$script || exit 1; done
 
 # The packages a CUDA machine with PyTorch may lack, as Python 3.12 wheels in .whl/ (git-ignored),
 # for benchmarks/gpu.sh, which installs them first (the device README's way of carrying them).
