@@ -249,7 +249,7 @@ class LoaderConfig:
     shuffle_window: int = 16  # raw samples each canonical stream shuffles within (<= 1: none)
     decode_cache_mb: int = 512  # per loader process: decoded fg/alpha kept while needed (0: off)
     target_step_ms: float = 50.0  # the GPU step time --data-only sizes --loader-workers for
-    read_retries: int = 4  # tries again after an HTTP shard fails in transit, then stops
+    read_retries: int = 4  # tries again after a remote shard fails in transit, then stops
     read_backoff_s: float = 1.0  # the first wait before a retry; doubled for each next one
     corrupt: Literal["stop", "skip"] = "stop"  # a corrupt shard or sample: stop, or skip+count
 
