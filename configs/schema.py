@@ -54,7 +54,7 @@ class DataConfig:
     samples_per_shard: int = 64  # samples per tar shard
     train_trimap_radius: int = 10  # radius (px) of the default train trimap stored in shards
     png_compression: int = 1  # ISA-L deflate level 0..3 of the PNG members
-    rounding: Literal["nearest", "truncate"] = "nearest"  # composite float -> uint8
+    rounding: Literal["nearest", "truncate", "adobe"] = "nearest"  # composite float -> uint8
 
     def __post_init__(self) -> None:
         _at_least(self, "bgs_per_train_fg", 1)

@@ -88,16 +88,25 @@ def blend(
 ) -> np.ndarray:
     """Composite ``alpha*fg + (1-alpha)*bg`` with ``alpha = mask/255``, back to uint8.
 
-    Evaluated exactly in integers: ``(a*F + (255-a)*B + 127) // 255`` for ``nearest`` is the
-    real-valued blend rounded to the nearest integer (a tie is impossible: the numerator is an
-    integer and 255 is odd), and ``// 255`` without the 127 is the reference's truncation, minus
-    the float error that makes the reference's ``astype(uint8)`` drop some exact integers by one.
+    ``nearest`` and ``truncate`` are evaluated exactly in integers: ``(a*F + (255-a)*B + 127) //
+    255`` for ``nearest`` is the real-valued blend rounded to the nearest integer (a tie is
+    impossible: the numerator is an integer and 255 is odd), and ``// 255`` without the 127 is
+    the reference's truncation, minus the float error that makes the reference's
+    ``astype(uint8)`` drop some exact integers by one.
+
+    ``adobe`` is Adobe's published composition code to the bit (docs/reference.md section 6),
+    what Composition-1k is made with: ``alpha = mask/255.`` (a float64 division) stored as
+    float32, ``alpha*fg + (1-alpha)*bg`` in float32, truncated by ``astype(uint8)``. Where the
+    exact result is an integer, float32 may land just below it and truncate one lower (15,467
+    of the 256^3 (a, F, B) triples): integer arithmetic cannot reproduce it, so it is computed
+    the same way.
 
     Args:
         fg: (H, W, 3) uint8 foreground.
         bg: (H, W, 3) uint8 fitted background.
         alpha: (H, W) uint8 matte.
-        rounding: ``nearest`` (ours) or ``truncate`` (the reference).
+        rounding: ``nearest`` (ours), ``truncate`` (the IndexNet reference, exact) or ``adobe``
+            (Adobe's float32 code, Composition-1k).
 
     Returns:
         (H, W, 3) uint8 composite.
@@ -106,12 +115,16 @@ def blend(
         raise ValueError(
             f"blend needs equal sizes, got fg {fg.shape}, bg {bg.shape}, alpha {alpha.shape}"
         )
+    if rounding == "adobe":
+        a32 = (alpha / 255.0).astype(np.float32)[..., None]
+        comp = a32 * fg.astype(np.float32) + (1 - a32) * bg.astype(np.float32)
+        return comp.astype(np.uint8)
     a = alpha.astype(np.uint16)[..., None]
     total = fg.astype(np.uint16) * a + bg.astype(np.uint16) * (255 - a)  # <= 65025: fits uint16
     if rounding == "nearest":
         total += 127
     elif rounding != "truncate":
-        raise ValueError(f"rounding must be 'nearest' or 'truncate', got {rounding!r}")
+        raise ValueError(f"rounding must be 'nearest', 'truncate' or 'adobe', got {rounding!r}")
     return (total // 255).astype(np.uint8)
 
 

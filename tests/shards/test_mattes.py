@@ -52,6 +52,51 @@ def test_blend_is_the_exactly_rounded_float_blend():
     assert np.array_equal(blend(fg, bg, alpha, "truncate"), np.floor(exact + 1e-9).astype(np.uint8))
 
 
+def _adobe_composite_pixel(f: int, b: int, a: int) -> int:
+    """One channel of one pixel as Adobe's composition code makes it (docs/reference.md section
+    6), written from its description with NumPy float32 scalars, one operation at a time: the
+    matte over 255. in float64, stored as float32; ``alpha*fg + (1-alpha)*bg`` in float32;
+    ``astype(uint8)`` truncates."""
+    alpha = np.float32(np.float64(a) / 255.0)
+    comp = alpha * np.float32(f) + (np.float32(1) - alpha) * np.float32(b)
+    assert isinstance(comp, np.float32)
+    return int(comp)  # truncation toward zero, as astype(np.uint8) of a non-negative float
+
+
+def test_adobe_rounding_is_adobes_float32_code_to_the_bit():
+    """Composition-1k is only comparable when made exactly as Adobe's code makes it: where the
+    exact blend is an integer, float32 may land just below it and truncate one lower. Every
+    (a, F, B) triple where that happens, and random ones, match the procedure pixel for pixel."""
+    a = np.arange(256, dtype=np.uint32)[:, None, None]
+    f = np.arange(256, dtype=np.uint32)[None, :, None]
+    b = np.arange(256, dtype=np.uint32)[None, None, :]
+    exact = (a * f + (255 - a) * b) // 255  # exact integer truncation
+    a32 = (a / 255.0).astype(np.float32)
+    below = a32 * f.astype(np.float32) + (1 - a32) * b.astype(np.float32) < exact
+    edges = np.argwhere(below)
+    assert len(edges) > 10_000  # the float32 edge cases exist in numbers
+    rng = np.random.default_rng(3)
+    cases = np.concatenate([edges, rng.integers(0, 256, (4_000, 3))])
+    n = len(cases) // 3 * 3
+    alpha = cases[:n, 0].astype(np.uint8).reshape(-1, 3)[:, 0].reshape(-1, 1)
+    # one pixel per row; its three channels take three consecutive cases sharing the first's a
+    fg = cases[:n, 1].astype(np.uint8).reshape(-1, 1, 3)
+    bg = cases[:n, 2].astype(np.uint8).reshape(-1, 1, 3)
+    got = blend(fg, bg, alpha, "adobe")
+    want = np.array(
+        [[[_adobe_composite_pixel(int(fg[i, 0, c]), int(bg[i, 0, c]), int(alpha[i, 0]))
+           for c in range(3)]] for i in range(len(alpha))], np.uint8)  # fmt: skip
+    assert np.array_equal(got, want)
+    # each edge case on its own (its own a in every channel): one below exact truncation
+    fg1 = np.repeat(edges[:, 1].astype(np.uint8)[:, None, None], 3, axis=2)
+    bg1 = np.repeat(edges[:, 2].astype(np.uint8)[:, None, None], 3, axis=2)
+    al1 = edges[:, 0].astype(np.uint8)[:, None]
+    adobe, truncated = blend(fg1, bg1, al1, "adobe"), blend(fg1, bg1, al1, "truncate")
+    assert np.array_equal(adobe.astype(int), truncated.astype(int) - 1)
+    first = tuple(int(v) for v in edges[0])
+    assert _adobe_composite_pixel(first[1], first[2], first[0]) == int(adobe[0, 0, 0])
+
+
 def test_blend_endpoints_and_errors():
     fg = np.full((2, 2, 3), 200, np.uint8)
     bg = np.full((2, 2, 3), 10, np.uint8)
