@@ -244,4 +244,10 @@ def _second_process(request_path: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_second_process(Path(sys.argv[1])))
+    code = _second_process(Path(sys.argv[1]))
+    # The result is written; leave without the interpreter's teardown, where OpenCV's worker
+    # threads (cv2.setNumThreads(threads) above 1) were seen, rarely and under load, to abort
+    # the process ("terminate called without an active exception", exit -6) after its work.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
