@@ -33,8 +33,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from configs import Config
+from pipeline import layouts
 from pipeline.compose import COMPOSITION_RULE, RECORDS_DIR, ShardResult, build_shard
-from pipeline.inputs import InputError, Inputs, location, read_input, scan_inputs, shown
+from pipeline.inputs import InputError, Inputs, location, read_input, relative, shown
 from pipeline.plan import Plan, Split, make_plan, shard_tasks, split_foregrounds
 from shards import store
 from shards.atomic import TMP_SUFFIX
@@ -45,6 +46,16 @@ from shards.mattes import TRIMAP_VALUES
 from shards.schema import SPLITS
 
 PLAN_NAME = "plan.parquet"
+ROUNDING_NOTES = {  # what index.json says of each data.rounding
+    "nearest": "nearest integer of the exact float blend (the reference truncates)",
+    "truncate": "the exact float blend truncated (the reference's rule, without its float error)",
+    "adobe": "Adobe's composition code to the bit: alpha = mask/255. in float32, "
+    "alpha*fg + (1-alpha)*bg in float32, truncated to uint8",
+}
+PAIRED_NOTE = (
+    "the layout's lists: foreground i of a names file gets backgrounds i*n..i*n+n-1 of its "
+    "background list, n = len(bg list)/len(fg list); no spares"
+)
 
 
 @dataclass
@@ -85,7 +96,8 @@ class BuildProgress:
 
 
 def default_out(data_dir: str | Path) -> Path | str:
-    """Shards go to a ``shards`` folder beside the data dir unless ``--out`` says otherwise."""
+    """Shards go to a ``shards`` folder beside the data dir (``Sources.root``) unless ``--out``
+    says otherwise."""
     if store.is_remote(data_dir):
         return str(data_dir).rstrip("/").rsplit("/", 1)[0] + "/shards"
     return Path(data_dir).resolve().parent / "shards"
@@ -113,24 +125,38 @@ def _validation_trimap_problems(
 
 
 def prepare(
-    data_dir: str | Path, bg_dir: str | Path, cfg: Config, allow_bg_reuse: bool = False,
-    val_count: int | None = None, options: Mapping | None = None,
+    data_dir: str | Path | None, bg_dir: str | Path | None, cfg: Config,
+    allow_bg_reuse: bool = False, val_count: int | None = None, options: Mapping | None = None,
+    sources: layouts.Sources | None = None,
 ) -> tuple[Inputs, Plan]:  # fmt: skip
     """Scan, check, split and plan; writes nothing. ``options``: the store's, for URLs.
 
+    ``sources`` names the layout and its folders (``pipeline.layouts``); without it the inputs
+    are AIM-500's ``data_dir`` and ``bg_dir``.
+
     Raises:
         InputError: every problem found with the inputs, listed.
+        ValueError: ``sources`` lacks a folder its layout needs, or gives one it does not read.
         shards.store.StoreError: a store refuses the inputs (403) or their bucket is missing.
     """
-    inputs = scan_inputs(data_dir, bg_dir, options=options)
+    sources = sources or layouts.Sources(data_dir=data_dir, bg_dir=bg_dir)
+    inputs = layouts.scan(sources, options)
     data = cfg.data
     ids = [fg.id for fg in inputs.foregrounds]
-    if len(ids) < 2:
-        raise InputError(
-            "cannot split the foregrounds",
-            [f"{shown(data_dir)}: 2 or more foregrounds needed, found {len(ids)}"],
-        )
-    split = split_foregrounds(ids, data.validation_ids, data.seed, data.val_fraction, val_count)
+    if inputs.split is not None:
+        split = Split(*inputs.split)
+        if not split.train or not split.validation:
+            counts = f"{len(split.train)} train and {len(split.validation)} validation"
+            raise InputError("cannot split the foregrounds", [
+                f"{shown(sources.root)}: the layout's split has {counts} foregrounds; both "
+                "need one or more"])  # fmt: skip
+    else:
+        if len(ids) < 2:
+            raise InputError(
+                "cannot split the foregrounds",
+                [f"{shown(sources.root)}: 2 or more foregrounds needed, found {len(ids)}"],
+            )
+        split = split_foregrounds(ids, data.validation_ids, data.seed, data.val_fraction, val_count)
     problems = _validation_trimap_problems(inputs, split, options)
     return inputs, make_plan(inputs, split, data, allow_bg_reuse, problems)
 
@@ -194,8 +220,10 @@ def _remove_temporaries(out: Path | str, options: Mapping | None = None) -> None
 def _conversions(inputs: Inputs, split: Split) -> list[dict[str, str]]:
     """The converted inputs this build reads, as ``index.json`` lists them (``file``, ``how``);
     a train foreground's trimap is never read (training trimaps come from the alpha)."""
-    unread = {f"trimap/o_{fid}" for fid in split.train}
-    return [asdict(c) for c in inputs.conversions if c.file.rsplit(".", 1)[0] not in unread]
+    train = set(split.train)
+    unread = {relative(inputs.data_dir, fg.trimap) for fg in inputs.foregrounds
+              if fg.id in train and fg.trimap}  # fmt: skip
+    return [asdict(c) for c in inputs.conversions if c.file not in unread]
 
 
 def _index_meta(cfg: Config, inputs: Inputs, plan: Plan, summary: BuildSummary, cluster: str):
@@ -211,10 +239,11 @@ def _index_meta(cfg: Config, inputs: Inputs, plan: Plan, summary: BuildSummary, 
         "composition": {
             "rule": COMPOSITION_RULE,
             "rounding": cfg.data.rounding,
-            "rounding_note": "nearest integer of the exact float blend (the reference truncates)",
+            "rounding_note": ROUNDING_NOTES.get(cfg.data.rounding, ""),
             "bg_fit": "ratio=max(w/bw,h/bh); if >1 bicubic resize to ceil(b*ratio); crop top-left",
             "bg_member": "the source background's bytes untouched; fit parameters in json",
             "bg_reuse": plan.bg_reuse,
+            **({"pairing": PAIRED_NOTE} if inputs.paired else {}),
         },
         "counts": {
             "planned": summary.planned,
@@ -224,8 +253,8 @@ def _index_meta(cfg: Config, inputs: Inputs, plan: Plan, summary: BuildSummary, 
             **{s: sum(1 for p in plan.samples if p.split == s) for s in SPLITS},
         },
         "inputs": {
-            "data_dir": shown(inputs.data_dir),
-            "bg_dir": shown(inputs.bg_dir),
+            "layout": inputs.layout,
+            **dict(inputs.sources),
             "foregrounds": len(inputs.foregrounds),
             "backgrounds": len(inputs.backgrounds),
             "conversions": _conversions(inputs, split),
@@ -251,8 +280,9 @@ def build(
     overwrite: bool = False,
     progress: BuildProgress | None = None,
     options: Mapping | None = None,
+    sources: layouts.Sources | None = None,
 ) -> BuildSummary:
-    """Build (or resume) a shard set from AIM-500-style inputs and a folder of backgrounds.
+    """Build (or resume) a shard set from a layout's inputs and a folder of backgrounds.
 
     Args:
         data_dir: ``original/``, ``mask/``, ``trimap/`` folder (a local path or a store URL).
@@ -265,6 +295,8 @@ def build(
         overwrite: delete a previous build in ``out`` first.
         progress: callbacks for a progress display.
         options: the store's options (``--storage-option``) for every URL; never recorded.
+        sources: another layout's folders (``pipeline.layouts``); ``data_dir`` and ``bg_dir``
+            are then ignored.
 
     Returns:
         A ``BuildSummary``; ``complete`` says whether the set is whole.
@@ -278,10 +310,11 @@ def build(
     start = time.perf_counter()
     progress = progress or BuildProgress()
     cluster = cluster or ClusterOptions(workers=1)
-    out = location(out) if out else default_out(data_dir)
+    sources = sources or layouts.Sources(data_dir=data_dir, bg_dir=bg_dir)
+    out = location(out) if out else default_out(sources.root)
     if store.is_remote(out):  # a missing bucket or a refused one, before scanning the inputs
         store.make_dirs(out, options)
-    inputs, plan = prepare(data_dir, bg_dir, cfg, allow_bg_reuse, val_count, options)
+    inputs, plan = prepare(None, None, cfg, allow_bg_reuse, val_count, options, sources)
     _claim(out, plan, overwrite, options)
     tasks = shard_tasks(plan, inputs, out, options)
     summary = BuildSummary(out=out, planned=len(plan.samples), shards=len(tasks))

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import typer
+import yaml
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -20,6 +21,7 @@ from rich.text import Text
 
 from configs import ConfigError, load_config
 from configs.cli import StorageOption, fail, group
+from pipeline import layouts
 from pipeline.build import BuildProgress, build, default_out
 from pipeline.determinism import DEFAULT_SHARDS, DeterminismReport, check_determinism
 from pipeline.inputs import shown
@@ -35,14 +37,14 @@ EXIT_NOT_DETERMINISTIC = 4  # --check-determinism: a rebuilt shard differs from 
 
 app = group(
     "pipeline",
-    "Composite AIM-500 foregrounds over backgrounds into WebDataset shards.",
+    "Composite matting foregrounds (AIM-500, Adobe, any folders) into WebDataset shards.",
 )
 err = Console(stderr=True)
 
 
 @app.callback()
 def _group() -> None:
-    """Composite AIM-500 foregrounds over backgrounds into WebDataset shards."""
+    """Composite matting foregrounds (AIM-500, Adobe, any folders) into WebDataset shards."""
 
 
 @app.command("sample-data")
@@ -114,12 +116,35 @@ class _RichBuildProgress(BuildProgress):
 
 @app.command("build")
 def build_command(
-    data_dir: str = typer.Option(
-        ..., help="AIM-500 folder or URL (s3://...): original/, mask/, trimap/."
+    layout: str = typer.Option(
+        layouts.DEFAULT,
+        help="How the inputs are laid out: "
+        + "; ".join(f"{name}: {row.summary}" for name, row in layouts.LAYOUTS.items())
+        + ".",
+    ),  # fmt: skip
+    data_dir: str | None = typer.Option(
+        None,
+        help="aim500: the AIM-500 folder or URL (s3://...) holding original/, mask/, trimap/; "
+        "adobe: Combined_Dataset.",
     ),
     bg_dir: str = typer.Option(
         ..., help="Folder or URL of background photos (e.g. COCO train2014)."
     ),
+    val_bg_dir: str | None = typer.Option(
+        None, help="adobe: the validation split's backgrounds (Pascal VOC 2012 JPEGImages)."
+    ),
+    fg_dir: str | None = typer.Option(None, help="folders: the foreground images."),
+    alpha_dir: str | None = typer.Option(
+        None, help="folders: the mattes, by the foregrounds' file stems."
+    ),
+    trimap_dir: str | None = typer.Option(
+        None, help="folders: trimaps by the same stems (needed for validation foregrounds)."
+    ),
+    val_fg_dir: str | None = typer.Option(
+        None, help="folders: a validation split's own foregrounds (instead of a listed/seeded one)."
+    ),
+    val_alpha_dir: str | None = typer.Option(None, help="folders: the validation mattes."),
+    val_trimap_dir: str | None = typer.Option(None, help="folders: the validation trimaps."),
     out: str | None = typer.Option(
         None,
         help="Shard set folder or URL (s3://bucket/set) [default: a 'shards' folder beside "
@@ -172,6 +197,20 @@ def build_command(
     for inputs): workers read their inputs and upload their own shards, so no shared
     filesystem is needed.
     """
+    sources = layouts.Sources(
+        layout, data_dir, bg_dir, val_bg_dir, fg_dir, alpha_dir, trimap_dir, val_fg_dir,
+        val_alpha_dir, val_trimap_dir,
+    )  # fmt: skip
+    try:
+        row = layouts.check(sources)
+    except ValueError as exc:
+        raise fail(exc) from None
+    if row.splits and val_count is not None:
+        raise fail(f"--val-count does not apply to --layout {layout}: its split is the data set's")
+    if row.pairs and (bgs_per_train_fg is not None or bgs_per_val_fg is not None):
+        err.print(f"note: --layout {layout} pairs backgrounds by its own lists; "
+                  "--bgs-per-train-fg/--bgs-per-val-fg do not apply")  # fmt: skip
+        bgs_per_train_fg = bgs_per_val_fg = None
     sets = list(overrides)
     for key, value in (
         ("samples_per_shard", samples_per_shard),
@@ -184,7 +223,7 @@ def build_command(
     if workers is None and scheduler is None and scheduler_file is None:
         workers = os.cpu_count() or 1
     try:
-        cfg = load_config(config, sets)
+        cfg = layouts.with_rounding(load_config(config, sets), row, _sets_rounding(config, sets))
         cluster = ClusterOptions(
             workers, scheduler, str(scheduler_file) if scheduler_file else None
         )
@@ -193,7 +232,11 @@ def build_command(
         raise fail(exc) from None
     if check_shards < 1:
         raise fail(f"--check-shards must be >= 1, got {check_shards}")
-    target = out or default_out(data_dir)
+    target = out or default_out(sources.root)
+    if check and layout != layouts.DEFAULT:
+        raise fail(f"--check-determinism rebuilds --layout {layouts.DEFAULT} sets only; build "
+                   f"--layout {layout} twice to different --out folders and compare the shards' "
+                   "sha256 in index.json")  # fmt: skip
     if check and any(map(store.is_remote, (data_dir, bg_dir, target))):
         raise fail(
             "--check-determinism rebuilds shards in a second local process and needs a local "
@@ -211,6 +254,7 @@ def build_command(
         summary = build(
             data_dir, bg_dir, cfg, out, cluster, allow_bg_reuse=allow_bg_reuse,
             val_count=val_count, overwrite=overwrite, progress=progress, options=storage,
+            sources=sources,
         )  # fmt: skip
     except ValueError as exc:  # InputError and StoreError included: the message says all
         raise fail(exc) from None
@@ -245,6 +289,21 @@ def build_command(
             fg=typer.colors.YELLOW,
         )
         raise typer.Exit(EXIT_INCOMPLETE)
+
+
+def _sets_rounding(config: Path | None, sets: list[str]) -> bool:
+    """Whether the config file or a ``--set`` gives ``data.rounding`` (a layout's default
+    rounding applies only when neither does)."""
+    if any(text.split("=", 1)[0].strip() == "data.rounding" for text in sets):
+        return True
+    if config is None:
+        return False
+    try:
+        data = yaml.safe_load(Path(config).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return False  # load_config reports the file
+    section = data.get("data") if isinstance(data, dict) else None
+    return isinstance(section, dict) and "rounding" in section
 
 
 def _check(data_dir, bg_dir, cfg, out, options, shards: int) -> None:

@@ -131,7 +131,7 @@ def _load_foreground(task: ShardTask, fg_id: str) -> _Foreground:
     level = task.settings.png_level
     if task.split == VALIDATION:
         trimap = decode_grey(read_input(info.trimap, task.options))
-        source = "aim500"
+        source = info.trimap_source
     else:
         trimap = trimap_from_alpha(alpha, task.settings.train_trimap_radius)
         source = "alpha"
@@ -274,7 +274,7 @@ def _write_shard(task: ShardTask, path: Path, threads: int) -> ShardResult:
                 try:
                     cache[s.fg_id] = _load_foreground(task, s.fg_id)
                 except _DATA_ERRORS as exc:
-                    cache[s.fg_id] = f"foreground o_{s.fg_id}: {exc}"
+                    cache[s.fg_id] = f"foreground {task.foregrounds[s.fg_id].stem}: {exc}"
             fgd = cache[s.fg_id]
             if i == last_use[s.fg_id]:
                 del cache[s.fg_id]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -34,6 +34,9 @@ from shards.codec import decode_unchanged, image_kind
 from shards.store import Options
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# what ``--layout folders`` also accepts: OpenCV (``shards.codec``) decodes TIFF and WebP too
+ANY_IMAGE_SUFFIXES = (*IMAGE_SUFFIXES, ".tif", ".tiff", ".webp")
+_FORMATS = {IMAGE_SUFFIXES: ("JPEG", "PNG"), ANY_IMAGE_SUFFIXES: ("JPEG", "PNG", "TIFF", "WEBP")}
 
 Location = Path | str  # a local path (a Path) or a store URL (a str)
 
@@ -84,14 +87,22 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class Foreground:
-    """One AIM-500 foreground: its files and size."""
+    """One foreground: its files and size, and what its layout prescribes for it."""
 
-    id: str  # the <id> of o_<id>
+    id: str  # AIM-500: the <id> of o_<id>; other layouts: the sample key's stem (``safe_key``)
     original: str  # absolute paths or URLs, as strings so tasks pickle small
     mask: str
     trimap: str | None  # None when the data set has no trimap for it
     height: int
     width: int
+    key: str | None = None  # the sample keys' stem (``<key>-<k>``); None: AIM-500's o_<id>
+    backgrounds: tuple[str, ...] = ()  # the layout's pairing (Adobe's lists), k-th is k's
+    trimap_source: str = "aim500"  # what a validation sample's json names its trimap's source
+
+    @property
+    def stem(self) -> str:
+        """The stem of its samples' keys: ``o_<id>`` for AIM-500."""
+        return self.key or f"o_{self.id}"
 
 
 @dataclass(frozen=True)
@@ -104,7 +115,12 @@ class Conversion:
 
 @dataclass(frozen=True)
 class Inputs:
-    """Validated inputs, sorted by name (never directory order)."""
+    """Validated inputs, sorted by name (never directory order).
+
+    A layout (``pipeline.layouts``) may prescribe the split (``split``: ``(train ids,
+    validation ids, rule)``) and the pairing (every foreground's ``backgrounds``, drawn from
+    ``bg_dir`` for train and ``val_bg_dir`` for validation); AIM-500 prescribes neither.
+    """
 
     data_dir: Location  # an absolute local Path or a URL
     bg_dir: Location
@@ -112,6 +128,24 @@ class Inputs:
     backgrounds: tuple[str, ...]  # file names in bg_dir
     ignored: tuple[str, ...]  # files in bg_dir that are not images by name (e.g. README)
     conversions: tuple[Conversion, ...] = ()  # converted originals, masks, trimaps, by file
+    layout: str = "aim500"
+    sources: tuple[tuple[str, str], ...] = ()  # (option, shown location) as index.json names them
+    val_bg_dir: Location | None = None  # validation's backgrounds when not bg_dir (Adobe: VOC)
+    split: tuple[tuple[str, ...], tuple[str, ...], str] | None = None  # the layout's own split
+    paired: bool = False  # the layout pairs backgrounds itself (``Foreground.backgrounds``)
+
+    def bg_dir_of(self, split: str) -> Location:
+        """The folder ``split``'s backgrounds are read from."""
+        return self.val_bg_dir if split == "validation" and self.val_bg_dir else self.bg_dir
+
+
+def relative(root: Location, path: str | Path) -> str:
+    """``path`` under ``root`` as index.json names converted inputs (``mask/o_x.png``); a path
+    outside ``root`` as itself, shown (no credentials)."""
+    text, base = str(path), str(root)
+    if text.startswith(base) and text[len(base) : len(base) + 1] in ("/", "\\"):
+        return text[len(base) :].lstrip("/\\")
+    return shown(text)
 
 
 def _files(folder: Location, options: Options | None) -> list[Location]:
@@ -125,15 +159,18 @@ def _name(where: Location) -> PurePosixPath:
     return PurePosixPath(str(where).rsplit("/", 1)[-1])
 
 
-def _listing(folder: Location, problems: list[str], options: Options | None) -> dict[str, Location]:
+def _listing(
+    folder: Location,
+    problems: list[str],
+    options: Options | None,
+    suffixes: tuple[str, ...] = IMAGE_SUFFIXES,
+) -> dict[str, Location]:
     """Image files of ``folder`` by stem; non-image files become problems."""
     found: dict[str, Location] = {}
     for path in _files(folder, options):
         name = _name(path)
-        if name.suffix.lower() not in IMAGE_SUFFIXES:
-            problems.append(
-                f"{shown(path)}: not an image file (expected {', '.join(IMAGE_SUFFIXES)})"
-            )
+        if name.suffix.lower() not in suffixes:
+            problems.append(f"{shown(path)}: not an image file (expected {', '.join(suffixes)})")
         elif name.stem in found:
             problems.append(f"{shown(path)}: a second file for {name.stem} "
                             f"(also {_name(found[name.stem]).name})")  # fmt: skip
@@ -159,7 +196,9 @@ class _Header:
 _PNG_TYPES = {0: "grey", 2: "RGB", 3: "palette", 4: "grey+alpha (LA)", 6: "RGBA"}
 
 
-def _header(path: Location, options: Options | None = None) -> _Header | str:
+def _header(
+    path: Location, options: Options | None = None, formats: tuple[str, ...] = ("JPEG", "PNG")
+) -> _Header | str:
     """The image's header, or the reason it cannot be read (on a store: the first ranged GETs
     of the object, never all of it)."""
     try:
@@ -167,8 +206,11 @@ def _header(path: Location, options: Options | None = None) -> _Header | str:
             source = path if isinstance(path, Path) else stack.enter_context(
                 store.open_read(path, options))  # fmt: skip
             img = stack.enter_context(Image.open(source))
-            if img.format not in ("JPEG", "PNG"):
-                return f"is {img.format}, expected JPEG or PNG"
+            if img.format not in formats:
+                return f"is {img.format}, expected {' or '.join(formats)}"
+            if img.format in ("TIFF", "WEBP") and img.mode not in ("L", "RGB", "RGBA"):
+                return (f"is a {img.format} of mode {img.mode}; 8-bit grey, RGB or RGBA "
+                        "expected: save it as a PNG")  # fmt: skip
             width, height = img.size
             depth, color_type = 8, None
             if img.format == "PNG":
@@ -202,6 +244,10 @@ def _bits(h: _Header) -> list[str]:
 
 def _original_conversion(h: _Header) -> str | None:
     """How an original becomes 8-bit RGB, or None when it is 8-bit RGB already."""
+    if h.format in ("TIFF", "WEBP"):  # 8-bit L, RGB or RGBA (``_header``)
+        return {"L": f"greyscale {h.format}: decoded as RGB with R = G = B",
+                "RGBA": f"{h.format} with alpha: its transparency is ignored (the matte is the "
+                "mask)"}.get(h.mode)  # fmt: skip
     if h.format == "JPEG":
         if h.mode == "L":
             return "greyscale JPEG: decoded as RGB with R = G = B"
@@ -223,6 +269,8 @@ def _original_conversion(h: _Header) -> str | None:
 def _mask_header(h: _Header) -> tuple[bool, list[str]]:
     """``(needs a pixel check, conversions)`` of a mask (or trimap) from its header."""
     parts = _bits(h)
+    if h.format in ("TIFF", "WEBP"):
+        return h.mode != "L", parts  # RGB(A): are its colours grey, is its alpha opaque?
     if h.format == "JPEG" or h.color_type == 0:
         if h.transparency:  # one grey value marked transparent: the grey values are the matte
             parts.append("its tRNS transparency is ignored: the grey values are the matte")
@@ -233,7 +281,9 @@ def _mask_header(h: _Header) -> tuple[bool, list[str]]:
 def _trimap_conversion(h: _Header) -> list[str]:
     """How a trimap becomes 8-bit grey (its values are checked after decoding, in the build)."""
     parts = _bits(h)
-    if h.color_type == 3:
+    if h.format in ("TIFF", "WEBP") and h.mode != "L":
+        parts.append(f"{h.mode} {h.format}: decoded to grey, transparency ignored")
+    elif h.color_type == 3:
         parts.append("palette PNG: decoded to its palette's greys")
     elif h.color_type in (2, 4, 6):
         parts.append(f"{_PNG_TYPES[h.color_type]} PNG: decoded to grey, transparency ignored")
@@ -249,7 +299,7 @@ def _mask_pixels(
     opaque: then it is that grey. A varying alpha could be the matte as well as the greys, and
     colours are no matte at all; both are refused.
     """
-    kind = _PNG_TYPES.get(h.color_type, f"colour type {h.color_type}")
+    kind = _PNG_TYPES.get(h.color_type, h.mode)
     a_kind = f"{'an' if kind.startswith('R') else 'a'} {kind}"
     try:
         arr = decode_unchanged(read_input(path, options))
@@ -260,7 +310,7 @@ def _mask_pixels(
     opaque = np.iinfo(arr.dtype).max
     if arr.shape[2] == 4 and (transparent := int((arr[..., 3] != opaque).sum())):
         return (
-            f"mask is {a_kind} PNG whose alpha channel is not fully opaque ({transparent} "
+            f"mask is {a_kind} {h.format} whose alpha channel is not fully opaque ({transparent} "
             "pixels): it is ambiguous whether the matte is its grey values or its alpha; "
             "save the matte alone as a single-channel greyscale PNG (mode L)",
             None,
@@ -270,8 +320,9 @@ def _mask_pixels(
     if colour.any():
         y, x = (int(i[0]) for i in np.nonzero(colour))
         return (
-            f"mask is {a_kind} PNG with colours that are not grey ({int(colour.sum())} pixels, "
-            f"e.g. RGB {tuple(int(c) for c in rgb[y, x])} at x={x}, y={y}): a matte is grey; "
+            f"mask is {a_kind} {h.format} with colours that are not grey "
+            f"({int(colour.sum())} pixels, e.g. RGB {tuple(int(c) for c in rgb[y, x])} "
+            f"at x={x}, y={y}): a matte is grey; "
             "save it as a single-channel greyscale PNG (mode L)",
             None,
         )
@@ -279,8 +330,8 @@ def _mask_pixels(
     if h.color_type == 3:
         parts.append("palette PNG with grey entries: alpha = each pixel's palette grey, "
                      "not its index")  # fmt: skip
-    elif h.color_type in (2, 6):
-        parts.append(f"{kind} PNG with R = G = B: alpha = that grey")
+    elif h.color_type in (2, 6) or h.format != "PNG":
+        parts.append(f"{kind} {h.format} with R = G = B: alpha = that grey")
     if arr.shape[2] == 4:
         parts.append(f"{'its' if parts else kind + ' PNG:'} fully opaque alpha is dropped")
     return None, "; ".join(parts)
@@ -343,30 +394,67 @@ def scan_inputs(
             problems.append(f"{shown(originals.get(stem) or masks[stem])}: name is not o_<id>")
 
     paired = sorted(originals.keys() & masks.keys())
-    to_read = [originals[s] for s in paired] + [masks[s] for s in paired]
-    to_read += [trimaps[s] for s in paired if s in trimaps]
+    entries = [Foreground(stem[2:], str(originals[stem]), str(masks[stem]),
+                          str(trimaps[stem]) if stem in trimaps else None, 0, 0)
+               for stem in paired]  # fmt: skip
     bg_files = _files(bg_dir, options)
     backgrounds = [p for p in bg_files if _name(p).suffix.lower() in IMAGE_SUFFIXES]
     ignored = tuple(
         _name(p).name for p in bg_files if _name(p).suffix.lower() not in IMAGE_SUFFIXES
     )
+    foregrounds, conversions = examine(entries, data_dir, problems, options, threads)
+    problems += background_problems(backgrounds, options, threads)
+    if not paired and not problems:
+        problems.append(f"{shown(child(data_dir, 'original'))}: no foregrounds found")
+    if not backgrounds:
+        problems.append(f"{shown(bg_dir)}: no background images (.jpg, .jpeg, .png) found")
+    if problems:
+        raise InputError(
+            f"{len(problems)} problem(s) with the inputs; nothing was written", problems
+        )
+    return Inputs(
+        data_dir=data_dir,
+        bg_dir=bg_dir,
+        foregrounds=tuple(foregrounds),
+        backgrounds=tuple(_name(p).name for p in backgrounds),
+        ignored=ignored,
+        conversions=tuple(conversions),
+        sources=(("data_dir", shown(data_dir)), ("bg_dir", shown(bg_dir))),
+    )
+
+
+def examine(
+    entries: list[Foreground],
+    data_dir: Location,
+    problems: list[str],
+    options: Options | None = None,
+    threads: int = 16,
+    formats: tuple[str, ...] = ("JPEG", "PNG"),
+) -> tuple[list[Foreground], list[Conversion]]:
+    """Read the headers of paired foregrounds (sizes 0 in ``entries``) and check them.
+
+    Appends to ``problems`` every unreadable file, size mismatch and mask whose matte is
+    ambiguous or not grey, in ``entries`` order; returns the foregrounds with their sizes and
+    the conversions their files need (``file`` relative to ``data_dir``).
+    """
+    to_read = [e.original for e in entries] + [e.mask for e in entries]
+    to_read += [e.trimap for e in entries if e.trimap]
     with ThreadPoolExecutor(threads) as pool:
-        headers = dict(zip(to_read, pool.map(lambda p: _header(p, options), to_read), strict=True))
-        sniffed = list(pool.map(lambda p: _sniff(p, options), backgrounds))
-        looked_at = [m for s in paired if isinstance(h := headers[m := masks[s]], _Header)
+        headers = dict(zip(to_read, pool.map(lambda p: _header(_location(p), options, formats),
+                                             to_read), strict=True))  # fmt: skip
+        looked_at = [e.mask for e in entries if isinstance(h := headers[e.mask], _Header)
                      and _mask_header(h)[0]]  # fmt: skip
         pixels = dict(zip(looked_at, pool.map(lambda m: _mask_pixels(m, headers[m], options),
                                               looked_at), strict=True))  # fmt: skip
 
     foregrounds, conversions = [], []
 
-    def converted(path: Location, parts: list[str | None]) -> None:
+    def converted(path: str, parts: list[str | None]) -> None:
         if how := "; ".join(p for p in parts if p):
-            relative = str(path)[len(str(data_dir)) :].lstrip("/\\")
-            conversions.append(Conversion(relative, how))
+            conversions.append(Conversion(relative(data_dir, path), how))
 
-    for stem in paired:
-        o_path, m_path, t_path = originals[stem], masks[stem], trimaps.get(stem)
+    for entry in entries:
+        o_path, m_path, t_path = entry.original, entry.mask, entry.trimap
         o_head, m_head = headers[o_path], headers[m_path]
         t_head = headers[t_path] if t_path else None
         for path, head in ((o_path, o_head), (m_path, m_head), (t_path, t_head)):
@@ -388,31 +476,19 @@ def scan_inputs(
         converted(m_path, [*_mask_header(m_head)[1], how])
         if isinstance(t_head, _Header):
             converted(t_path, _trimap_conversion(t_head))
-        foregrounds.append(
-            Foreground(
-                id=stem[2:],
-                original=str(o_path),
-                mask=str(m_path),
-                trimap=str(t_path) if t_path else None,
-                height=size[0],
-                width=size[1],
-            )
-        )
-    problems += [f"{shown(path)}: {why}" for path, why in zip(backgrounds, sniffed, strict=True)
-                 if why]  # fmt: skip
-    if not paired and not problems:
-        problems.append(f"{shown(child(data_dir, 'original'))}: no foregrounds found")
-    if not backgrounds:
-        problems.append(f"{shown(bg_dir)}: no background images (.jpg, .jpeg, .png) found")
-    if problems:
-        raise InputError(
-            f"{len(problems)} problem(s) with the inputs; nothing was written", problems
-        )
-    return Inputs(
-        data_dir=data_dir,
-        bg_dir=bg_dir,
-        foregrounds=tuple(foregrounds),
-        backgrounds=tuple(_name(p).name for p in backgrounds),
-        ignored=ignored,
-        conversions=tuple(conversions),
-    )
+        foregrounds.append(replace(entry, height=size[0], width=size[1]))
+    return foregrounds, conversions
+
+
+def _location(text: str) -> Location:
+    """A path string back to a ``Path`` (local) or kept as a URL (for ``_header``)."""
+    return text if store.is_remote(text) else Path(text)
+
+
+def background_problems(
+    backgrounds: list[Location], options: Options | None = None, threads: int = 16
+) -> list[str]:
+    """Every background whose first bytes are not a JPEG's or a PNG's, or that cannot be read."""
+    with ThreadPoolExecutor(threads) as pool:
+        sniffed = list(pool.map(lambda p: _sniff(p, options), backgrounds))
+    return [f"{shown(path)}: {why}" for path, why in zip(backgrounds, sniffed, strict=True) if why]

@@ -34,7 +34,9 @@ class Split:
 
     train: tuple[str, ...]
     validation: tuple[str, ...]
-    rule: str  # "reference-list" (the configured ids found in the data) or "seeded"
+    # "reference-list" (the configured ids found in the data), "seeded", or the layout's own
+    # ("dataset": Adobe's Training_set/Test_set; "folders": --val-fg-dir)
+    rule: str
     listed_missing: tuple[str, ...] = ()  # configured validation ids absent from the data
 
 
@@ -42,7 +44,7 @@ class Split:
 class PlannedSample:
     """One composite to make."""
 
-    key: str  # o_<id>-<k>, unique in the set
+    key: str  # <stem>-<k> (AIM-500: o_<id>-<k>), unique in the set
     split: str
     shard: str  # path relative to the set, e.g. train/train-000000.tar
     position: int  # index within the shard
@@ -191,8 +193,13 @@ def make_plan(
     by_id = {fg.id: fg for fg in inputs.foregrounds}
     for fid in split.validation:
         if by_id[fid].trimap is None:
-            problems.append(f"{shown(child(inputs.data_dir, 'trimap', f'o_{fid}.png'))}: missing "
-                            "(validation foregrounds are scored on their own trimap)")  # fmt: skip
+            problems.append(_no_trimap(inputs, by_id[fid]))
+    if inputs.paired:
+        if problems:
+            raise InputError(
+                f"{len(problems)} problem(s) with the inputs; nothing was written", problems
+            )
+        return _paired_plan(inputs, split, cfg)
     per_split = {TRAIN: cfg.bgs_per_train_fg, VALIDATION: cfg.bgs_per_val_fg}
     ids = {TRAIN: split.train, VALIDATION: split.validation}
     need = {s: len(ids[s]) * per_split[s] for s in ids}
@@ -237,7 +244,7 @@ def make_plan(
             shard_no, position = divmod(j, cfg.samples_per_shard)
             samples.append(
                 PlannedSample(
-                    key=f"o_{fid}-{k:03d}",
+                    key=f"{by_id[fid].stem}-{k:03d}",
                     split=split_name,
                     shard=f"{split_name}/{split_name}-{shard_no:06d}.tar",
                     position=position,
@@ -254,6 +261,45 @@ def make_plan(
     return Plan(split, tuple(samples), settings, spares, reuse)
 
 
+def _no_trimap(inputs: Inputs, fg: Foreground) -> str:
+    """The problem of a validation foreground without a trimap, naming where it was looked for."""
+    why = "(validation foregrounds are scored on their own trimap)"
+    if inputs.layout == "aim500":
+        return f"{shown(child(inputs.data_dir, 'trimap', f'o_{fg.id}.png'))}: missing {why}"
+    return (
+        f"{shown(fg.original)}: no trimap {why}; give it one (same file stem) in the trimap folder"
+    )
+
+
+def _paired_plan(inputs: Inputs, split: Split, cfg: DataConfig) -> Plan:
+    """The plan of a layout that pairs backgrounds itself: foreground ``f``'s ``k``-th sample gets
+    ``f.backgrounds[k]``; no spares (a substitute would change the data set), no reuse."""
+    by_id = {fg.id: fg for fg in inputs.foregrounds}
+    samples: list[PlannedSample] = []
+    block = max(1, cfg.samples_per_shard // 8)
+    for split_name, ids in ((TRAIN, split.train), (VALIDATION, split.validation)):
+        rng = np.random.default_rng([cfg.seed, _ORDER_STREAM, split_name == TRAIN])
+        per_fg = {len(by_id[fid].backgrounds) for fid in ids}
+        if len(per_fg) > 1:
+            raise ValueError(f"{split_name}: foregrounds with different background counts")
+        pairs = _order(sorted(ids), per_fg.pop() if per_fg else 0, block, rng)
+        for j, (fid, k) in enumerate(pairs):
+            shard_no, position = divmod(j, cfg.samples_per_shard)
+            samples.append(
+                PlannedSample(
+                    key=f"{by_id[fid].stem}-{k:03d}",
+                    split=split_name,
+                    shard=f"{split_name}/{split_name}-{shard_no:06d}.tar",
+                    position=position,
+                    fg_id=fid,
+                    k=k,
+                    background=by_id[fid].backgrounds[k],
+                )
+            )
+    settings = Settings(cfg.seed, cfg.rounding, cfg.png_compression, cfg.train_trimap_radius)
+    return Plan(split, tuple(samples), settings)
+
+
 def shard_tasks(
     plan: Plan, inputs: Inputs, out_dir: str | Path, options: dict[str, Any] | None = None
 ) -> list[ShardTask]:
@@ -267,7 +313,7 @@ def shard_tasks(
             name=name,
             split=rows[0].split,
             out_dir=str(out_dir),
-            bg_dir=str(inputs.bg_dir),
+            bg_dir=str(inputs.bg_dir_of(rows[0].split)),
             samples=tuple(rows),
             foregrounds={fid: by_id[fid] for fid in dict.fromkeys(r.fg_id for r in rows)},
             spares=plan.spares.get(name, ()),
