@@ -337,8 +337,21 @@ def _print_determinism(report: DeterminismReport) -> None:
 # import: it is defined here and mounted on the shards group by the root app (indexnet_cli).
 def repair_command(
     root: str = typer.Argument(..., help="The shard set folder or URL (holding index.json)."),
-    data_dir: str = typer.Option(..., help="The AIM-500 folder or URL the set was built from."),
-    bg_dir: str = typer.Option(..., help="The backgrounds folder or URL the set was built from."),
+    data_dir: str | None = typer.Option(
+        None,
+        help="The data set's folder or URL the set was built from [default: as index.json "
+        "records it].",
+    ),
+    bg_dir: str | None = typer.Option(
+        None, help="Its backgrounds folder or URL [default: as index.json records it]."
+    ),
+    val_bg_dir: str | None = typer.Option(None, help="adobe: [default: as recorded]."),
+    fg_dir: str | None = typer.Option(None, help="folders: [default: as recorded]."),
+    alpha_dir: str | None = typer.Option(None, help="folders: [default: as recorded]."),
+    trimap_dir: str | None = typer.Option(None, help="folders: [default: as recorded]."),
+    val_fg_dir: str | None = typer.Option(None, help="folders: [default: as recorded]."),
+    val_alpha_dir: str | None = typer.Option(None, help="folders: [default: as recorded]."),
+    val_trimap_dir: str | None = typer.Option(None, help="folders: [default: as recorded]."),
     deep: bool = typer.Option(False, help="Find damage with verify --deep (decodes everything)."),
     workers: int | None = typer.Option(
         None, help="Local Dask worker processes [default: CPU count]."
@@ -351,7 +364,8 @@ def repair_command(
 
     Each rebuilt shard must reproduce the sha256 recorded in index.json (shards are
     deterministic) and is moved into place only then. Unlisted tar files are moved to
-    OUT/.quarantine/. Needs the original inputs: the plan they give must equal plan.parquet.
+    OUT/.quarantine/. Needs the original inputs, read with the set's layout from the folders
+    index.json records unless given: the plan they give must equal plan.parquet.
     Exit code 0 when the set verifies afterwards, 1 otherwise, 2 for bad options or inputs.
     """
     if workers is None and scheduler is None and scheduler_file is None:
@@ -373,7 +387,11 @@ def repair_command(
             yield from map_bounded(client, fn, items, name="repair")
 
     try:
-        summary = repair(root, data_dir, bg_dir, verify_set, tasks, options=storage)
+        folders = {"val_bg_dir": val_bg_dir, "fg_dir": fg_dir, "alpha_dir": alpha_dir,
+                   "trimap_dir": trimap_dir, "val_fg_dir": val_fg_dir,
+                   "val_alpha_dir": val_alpha_dir, "val_trimap_dir": val_trimap_dir}  # fmt: skip
+        summary = repair(root, data_dir, bg_dir, verify_set, tasks, options=storage,
+                         folders=folders)  # fmt: skip
     except ValueError as exc:
         raise fail(exc) from None
     except store.StoreUnavailable as exc:

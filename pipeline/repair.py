@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from configs import config_from_dict
+from pipeline import layouts
 from pipeline.build import PLAN_NAME, prepare, same_plan
 from pipeline.compose import build_shard, record_path
 from pipeline.inputs import child, location, shown
 from pipeline.plan import shard_tasks
 from shards import store
-from shards.index import ShardInfo, read_index, read_samples, write_index
+from shards.index import Index, ShardInfo, read_index, read_samples, write_index
 from shards.schema import hash_columns
 from shards.verify import VerifyReport
 
@@ -50,24 +51,42 @@ class RepairSummary:
         return self.after is not None and self.after.ok
 
 
+def recorded_sources(index: Index, given: Mapping[str, str | Path | None]) -> layouts.Sources:
+    """The layout and input folders ``index.json`` records (sets built before layouts: AIM-500's
+    ``data_dir`` and ``bg_dir``), each replaced by the one ``given`` (by ``Sources`` field name;
+    None: the recorded one)."""
+    recorded = index.meta.get("inputs", {})
+    layout = layouts.get(recorded.get("layout", layouts.DEFAULT))
+    reads = (*layout.required, *layout.optional)
+    folders = {name: recorded.get(name) for name in reads}
+    folders.update({name: v for name, v in given.items() if v is not None and name in reads})
+    return layouts.Sources(layout.name, **{k: v for k, v in folders.items() if v is not None})
+
+
 def repair(
     root: str | Path,
-    data_dir: str | Path,
-    bg_dir: str | Path,
+    data_dir: str | Path | None,
+    bg_dir: str | Path | None,
     run_verify: Callable[[], VerifyReport],
     run_tasks: Callable[[Callable, list], object],
     options: Mapping | None = None,
+    folders: Mapping[str, str | Path | None] | None = None,
 ) -> RepairSummary:
     """Verify, rebuild what failed from the inputs, move it into place, verify again.
 
+    The inputs are read with the layout the set was built with, from the folders its
+    ``index.json`` records unless given here.
+
     Args:
         root: the shard set (a folder or a store URL).
-        data_dir: the AIM-500 folder (or URL) the set was built from.
-        bg_dir: its backgrounds folder (or URL).
+        data_dir: the data set's folder (or URL) the set was built from; None: as recorded.
+        bg_dir: its backgrounds folder (or URL); None: as recorded.
         run_verify: runs ``shards.verify.verify`` on ``root`` (the CLI passes a Dask one, with
             the store's options).
         run_tasks: maps a function over tasks, yielding ``(task, result, error)``.
         options: the store's options (``--storage-option``) for every URL.
+        folders: the layout's other folders (``pipeline.layouts.Sources`` field -> folder,
+            e.g. ``val_bg_dir``, ``fg_dir``); missing or None: as recorded.
 
     Raises:
         ValueError: the index is unusable, or the inputs no longer give the recorded plan.
@@ -93,12 +112,20 @@ def repair(
         split = index.meta.get("split", {})
         val_count = len(split.get("validation", [])) if split.get("rule") == "seeded" else None
         reuse = bool(index.meta.get("composition", {}).get("bg_reuse"))
-        inputs, plan = prepare(data_dir, bg_dir, cfg, allow_bg_reuse=reuse, val_count=val_count,
-                               options=options)  # fmt: skip
+        sources = recorded_sources(
+            index, {"data_dir": data_dir, "bg_dir": bg_dir, **(folders or {})}
+        )
+        if layouts.get(sources.layout).splits:
+            val_count = None  # the layout's own split
+        inputs, plan = prepare(None, None, cfg, allow_bg_reuse=reuse, val_count=val_count,
+                               options=options, sources=sources)  # fmt: skip
         if not same_plan(root, plan, options):
+            named = ", ".join(f"{layouts.OPTION_NAMES[k]} {shown(v)}"
+                              for k, v in sources.given().items())  # fmt: skip
             raise ValueError(
-                f"{shown(data_dir)} and {shown(bg_dir)} do not give the plan this set was built "
-                f"from ({shown(child(root, PLAN_NAME))}); repair needs the original inputs"
+                f"the inputs ({named}; --layout {sources.layout}) do not give the plan this set "
+                f"was built from ({shown(child(root, PLAN_NAME))}); repair needs the original "
+                "inputs"
             )
         staging = child(root, STAGING)
         store.remove(staging, options, recursive=True)

@@ -20,7 +20,8 @@ LAYOUTS: dict[str, Layout] = {row.name: row for row in (aim500.LAYOUT, adobe.LAY
                                                          folders.LAYOUT)}  # fmt: skip
 DEFAULT = "aim500"
 
-__all__ = ["DEFAULT", "LAYOUTS", "Layout", "Sources", "get", "safe_key", "scan", "with_rounding"]
+__all__ = ["DEFAULT", "LAYOUTS", "OPTION_NAMES", "Layout", "Sources", "get", "safe_key", "scan",
+           "with_rounding"]  # fmt: skip
 
 
 def get(name: str) -> Layout:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from typer.testing import CliRunner
 from indexnet_cli import app
 from pipeline.layouts import safe_key
 from shards.index import read_index, read_samples
+from shards.writer import sha256_file
 
 runner = CliRunner()
 LICENSED = "Adobe-licensed images"
@@ -286,3 +288,17 @@ def test_train_and_evaluate_on_an_adobe_set(adobe_set, tmp_path):
                                  "--workers", "1"])  # fmt: skip
     assert scored.exit_code == 0, scored.output
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["count"] == 4
+
+
+def test_repair_rebuilds_an_adobe_set_from_the_folders_its_index_records(adobe_set, tmp_path):
+    out = Path(shutil.copytree(adobe_set[3], tmp_path / "set"))
+    shard = read_index(out).split("validation")[0]
+    (out / shard.path).unlink()
+    fixed = runner.invoke(app, ["shards", "repair", str(out), "--workers", "1"])
+    assert fixed.exit_code == 0, fixed.output
+    assert f"rebuilt {shard.path}" in fixed.output
+    assert sha256_file(out / shard.path) == (shard.bytes, shard.sha256)
+    (out / shard.path).unlink()  # another VOC folder: not the inputs the set was built from
+    other = runner.invoke(app, ["shards", "repair", str(out), "--workers", "1",
+                                "--val-bg-dir", str(adobe_set[1])])  # fmt: skip
+    assert other.exit_code == 2 and "--val-bg-dir" in other.output, other.output
