@@ -86,6 +86,13 @@ def test_verify_deep_passes_on_a_lean_set_and_repair_restores_damage(
     """verify --deep passes (no composite to recompute in train samples); a byte flipped in a
     train shard's fg is named; repair rebuilds the lean shard to the recorded bytes."""
     assert verify(lean_set, deep=True).ok
+    told_full = Path(shutil.copytree(lean_set, tmp_path / "told-full"))
+    index = json.loads((told_full / "index.json").read_text())
+    del index["members"], index["lean_train"]  # as a set built before lean sets
+    (told_full / "index.json").write_text(json.dumps(index))
+    members = [p for p in verify(told_full).problems if p.check == "members"]
+    assert [p.shard for p in members] == [s.path for s in read_index(lean_set).split("train")]
+    assert "says train samples hold alpha, bg, fg, json, merged, trimap" in members[0].detail
     out = Path(shutil.copytree(lean_set, tmp_path / "set"))
     shard = read_index(out).split("train")[1]
     row = next(r for r in read_samples(out).to_pylist() if r["shard"] == shard.path)
