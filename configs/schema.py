@@ -55,6 +55,7 @@ class DataConfig:
     train_trimap_radius: int = 10  # radius (px) of the default train trimap stored in shards
     png_compression: int = 1  # ISA-L deflate level 0..3 of the PNG members
     rounding: Literal["nearest", "truncate", "adobe"] = "nearest"  # composite float -> uint8
+    lean_train: bool = False  # train samples hold only what training reads (fg, bg, alpha, json)
 
     def __post_init__(self) -> None:
         _at_least(self, "bgs_per_train_fg", 1)

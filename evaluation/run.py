@@ -49,7 +49,8 @@ from shards.cache import ShardCache
 from shards.codec import encode_png
 from shards.mattes import TRIMAP_UNKNOWN, trivial_alpha  # trivial_alpha: re-exported
 from shards.metrics import METRICS, all_metrics
-from shards.reader import ShardList, resolve_shards, scored_samples
+from shards.reader import ShardList, require, resolve_shards, scored_samples
+from shards.schema import SCORED_MEMBERS
 from training.checkpoint import load_for_inference
 from training.inference import predict_alpha
 from training.models.build import describe
@@ -149,6 +150,7 @@ def evaluate(options: EvalOptions, progress: EvalProgress | None = None) -> Eval
     storage = options.storage
     cache = ShardCache.of(storage.cache_dir, storage.cache_limit_gb)
     shards = resolve_shards(options.shards, "validation", None, storage.options, cache)
+    require(shards, SCORED_MEMBERS)  # e.g. a lean set's train split: said before any work
     total = min(options.limit, shards.total) if options.limit else shards.total
     model = load_for_inference(options.checkpoint, options.model_cfg).to(options.device)
     out = Path(options.out)

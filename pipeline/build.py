@@ -43,7 +43,7 @@ from shards.cluster import ClusterOptions, dashboard_link, dask_client, map_boun
 from shards.codec import decode_grey
 from shards.index import INDEX_NAME, SAMPLES_NAME, ShardInfo, write_index, write_samples
 from shards.mattes import TRIMAP_VALUES
-from shards.schema import SPLITS
+from shards.schema import SPLITS, members_of
 
 PLAN_NAME = "plan.parquet"
 ROUNDING_NOTES = {  # what index.json says of each data.rounding
@@ -245,6 +245,9 @@ def _index_meta(cfg: Config, inputs: Inputs, plan: Plan, summary: BuildSummary, 
             "bg_reuse": plan.bg_reuse,
             **({"pairing": PAIRED_NOTE} if inputs.paired else {}),
         },
+        # what the samples of each split hold; lean: train samples hold only what training reads
+        "lean_train": cfg.data.lean_train,
+        "members": {s: [m.name for m in members_of(s, cfg.data.lean_train)] for s in SPLITS},
         "counts": {
             "planned": summary.planned,
             "written": summary.written,

@@ -129,16 +129,17 @@ def _load_foreground(task: ShardTask, fg_id: str) -> _Foreground:
     if fg.shape[:2] != alpha.shape:
         raise ValueError(f"decoded original {fg.shape[:2]} and mask {alpha.shape} differ")
     level = task.settings.png_level
+    trimap_png = b""  # a lean train sample holds none (its json still says how it would be made)
     if task.split == VALIDATION:
         trimap = decode_grey(read_input(info.trimap, task.options))
-        source = info.trimap_source
+        trimap_png, source = encode_png(trimap, level), info.trimap_source
     else:
-        trimap = trimap_from_alpha(alpha, task.settings.train_trimap_radius)
+        if "trimap" in {m.name for m in members_of(task.split, task.settings.lean_train)}:
+            trimap = trimap_from_alpha(alpha, task.settings.train_trimap_radius)
+            trimap_png = encode_png(trimap, level)
         source = "alpha"
     ext = Path(info.original).suffix.lower().lstrip(".")
-    return _Foreground(
-        ext, data, fg, alpha, encode_png(alpha, level), encode_png(trimap, level), source
-    )
+    return _Foreground(ext, data, fg, alpha, encode_png(alpha, level), trimap_png, source)
 
 
 def _read_background(
@@ -168,16 +169,19 @@ def _members(
 ) -> dict[str, bytes]:
     """The sample's files, one per member of ``shards.schema.MEMBERS`` for its split."""
     fitted, fit = fit_background(bg, *fgd.alpha.shape)
-    merged = blend(fgd.fg, fitted, fgd.alpha, task.settings.rounding)
     members = {
-        member_file("merged"): encode_png(merged, task.settings.png_level),
         member_file("alpha"): fgd.alpha_png,
         member_file("fg", fgd.ext): fgd.data,
         member_file("bg", Path(bg_name).suffix.lstrip(".")): bg_bytes,
-        member_file("trimap"): fgd.trimap_png,
         member_file("json"): _sample_json(task, s, fgd, bg_name, bg, fit),
     }
-    made, wanted = sorted(map(name_of, members)), sorted(m.name for m in members_of(task.split))
+    wanted = [m.name for m in members_of(task.split, task.settings.lean_train)]
+    if "merged" in wanted:  # a lean train sample skips the composite (most of a sample's time)
+        merged = blend(fgd.fg, fitted, fgd.alpha, task.settings.rounding)
+        members[member_file("merged")] = encode_png(merged, task.settings.png_level)
+    if "trimap" in wanted:
+        members[member_file("trimap")] = fgd.trimap_png
+    made, wanted = sorted(map(name_of, members)), sorted(wanted)
     assert made == wanted, f"the compositor makes {made}, the schema wants {wanted}"
     return members
 

@@ -61,6 +61,7 @@ class Settings:
     rounding: str
     png_level: int
     train_trimap_radius: int
+    lean_train: bool = False  # train samples hold only shards.schema.lean_members("train")
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class Plan:
         rows = [asdict(s) for s in self.samples]
         meta = {  # a resumed build must match all of it, settings included
             "split": asdict(self.split),
-            "settings": asdict(self.settings),
+            "settings": _settings_meta(self.settings),
             "spares": {k: list(v) for k, v in self.spares.items()},
             "bg_reuse": self.bg_reuse,
         }
@@ -117,6 +118,20 @@ class Plan:
             metadata={"plan": json.dumps(meta, sort_keys=True)},
         )
         return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _settings(cfg: DataConfig) -> Settings:
+    return Settings(cfg.seed, cfg.rounding, cfg.png_compression, cfg.train_trimap_radius,
+                    cfg.lean_train)  # fmt: skip
+
+
+def _settings_meta(settings: Settings) -> dict[str, Any]:
+    """The settings as ``plan.parquet`` records them: ``lean_train`` only when set, so that a
+    full build's plan is the one it always was (and older builds still resume)."""
+    meta = asdict(settings)
+    if not settings.lean_train:
+        del meta["lean_train"]
+    return meta
 
 
 def split_foregrounds(
@@ -257,7 +272,7 @@ def make_plan(
     spares = {
         name: tuple(leftover[i :: len(shards)][:SPARES_PER_SHARD]) for i, name in enumerate(shards)
     }
-    settings = Settings(cfg.seed, cfg.rounding, cfg.png_compression, cfg.train_trimap_radius)
+    settings = _settings(cfg)
     return Plan(split, tuple(samples), settings, spares, reuse)
 
 
@@ -296,7 +311,7 @@ def _paired_plan(inputs: Inputs, split: Split, cfg: DataConfig) -> Plan:
                     background=by_id[fid].backgrounds[k],
                 )
             )
-    settings = Settings(cfg.seed, cfg.rounding, cfg.png_compression, cfg.train_trimap_radius)
+    settings = _settings(cfg)
     return Plan(split, tuple(samples), settings)
 
 

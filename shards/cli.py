@@ -144,10 +144,11 @@ def info_command(
 ) -> None:
     """Describe a shard set from its index alone (instant, whatever its size).
 
-    Samples and bytes per split, image size distribution, the build's config, split rule,
-    composition rule, inputs (and which were converted to 8 bits, and how) and build time.
-    Reads index.json and samples.parquet, never the shards. Exit code 2 when they cannot be
-    read (missing, a missing bucket, access denied), 1 when they are damaged.
+    Samples, bytes, bytes per sample and members per split (lean or full), image size
+    distribution, the build's config, split rule, composition rule, inputs (and which were
+    converted to 8 bits, and how) and build time. Reads index.json and samples.parquet, never
+    the shards. Exit code 2 when they cannot be read (missing, a missing bucket, access
+    denied), 1 when they are damaged.
     """
     try:
         info = describe(root, store.parse_options(storage_option))
@@ -159,12 +160,19 @@ def info_command(
         typer.echo(json.dumps(info, indent=1))
         return
     table = Table(title=f"shard set {info['root']}")
-    for column in ("split", "shards", "samples", "failed", "GB", "MB/sample"):
-        table.add_column(column, justify="left" if column == "split" else "right")
+    for column in ("split", "shards", "samples", "failed", "GB", "MB/sample", "members"):
+        table.add_column(column, justify="left" if column in ("split", "members") else "right")
     for split, row in info["splits"].items():
         table.add_row(split, str(row["shards"]), f"{row['samples']:,}", str(row["failed"]),
-                      f"{row['bytes'] / 1e9:.3f}", f"{row['mb_per_sample']:.2f}")  # fmt: skip
+                      f"{row['bytes'] / 1e9:.3f}", f"{row['mb_per_sample']:.3f}",
+                      " ".join(row["members"]))  # fmt: skip
     out.print(table)
+    lean = "yes: train samples hold only what training reads" if info["lean_train"] else "no"
+    out.print(f"lean train (--lean-train): {lean}", highlight=False)
+    for split, row in info["splits"].items():
+        parts = ", ".join(f"{k} {v / 1e6:.3f}" for k, v in row["member_bytes_per_sample"].items())
+        out.print(f"{split} bytes/sample: {row['bytes_per_sample']:,} ({parts} MB; the rest "
+                  "tar headers)", highlight=False)  # fmt: skip
     sizes = info["image_sizes"]
     out.print(
         f"image sizes (w x h): min {sizes['min']}, median {sizes['median']}, max {sizes['max']}; "

@@ -51,7 +51,14 @@ from shards.cache import ShardCache
 from shards.codec import decode_color, decode_grey
 from shards.index import INDEX_NAME, SAMPLES_NAME, Index, ShardInfo, parse_index
 from shards.index import read_samples as read_sample_table
-from shards.schema import SCORED_MEMBERS, SHARED_MEMBERS, SPLITS, member, name_of
+from shards.schema import (
+    SCORED_MEMBERS,
+    SHARED_MEMBERS,
+    SPLITS,
+    member,
+    name_of,
+    require_members,
+)
 from shards.store import CHUNK, NotFound, Options, StoreError, StoreUnavailable
 
 VERIFY_HINT = "check the set with `indexnet shards verify`"
@@ -578,6 +585,18 @@ def decode(
     return out
 
 
+def require(shards: ShardList, names: Iterable[str]) -> None:
+    """Check that the samples of ``shards`` hold the members ``names``, before reading any.
+
+    Raises:
+        shards.schema.MissingMembers: they do not (a lean set's train split lacks ``merged``
+            and ``trimap``); the message says what they hold and how to rebuild.
+    """
+    names = tuple(names)
+    for split in dict.fromkeys(i.split for i in map(shards.info, shards.urls) if i is not None):
+        require_members(shards.index.meta, split, names, store.redact(str(shards.index.root)))
+
+
 def read_samples(
     urls: Iterable[str] | ShardList,
     names: Iterable[str],
@@ -602,6 +621,7 @@ def read_samples(
     shards = urls if isinstance(urls, ShardList) else None
     if shards is not None:
         urls = shards.urls
+        require(shards, names)
     samples = (raw for url in urls for raw in raw_samples(url, names, shards=shards))
     for i, raw in enumerate(samples):
         if limit and i >= limit:

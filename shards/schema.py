@@ -11,12 +11,14 @@ Decoded colour images are RGB everywhere in this project (``shards.codec``), gre
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from shards.mattes import TRIMAP_VALUES
 
 SPLITS = ("train", "validation")
+LEAN_SPLITS = ("train",)  # the splits whose samples a lean build trims to the train members
 
 Codec = Literal["color", "grey", "json"]
 
@@ -103,9 +105,41 @@ def name_of(file: str) -> str:
     return file.split(".", 1)[0]
 
 
-def members_of(split: str) -> tuple[Member, ...]:
-    """The members every sample of ``split`` carries, in schema order."""
-    return tuple(m for m in MEMBERS if split in m.splits)
+def members_of(split: str, lean: bool = False) -> tuple[Member, ...]:
+    """The members every sample of ``split`` carries, in schema order; in a lean set
+    (``pipeline build --lean-train``) a ``train`` sample carries only the ``train`` members."""
+    trimmed = lean and split in LEAN_SPLITS
+    return tuple(m for m in MEMBERS if split in m.splits and (m.train or not trimmed))
+
+
+def held_members(meta: Mapping, split: str) -> tuple[str, ...]:
+    """The member names the samples of ``split`` hold in the set whose ``index.json`` metadata
+    is ``meta`` (its ``members``; a set built before they were recorded holds them all)."""
+    recorded = meta.get("members", {}).get(split)
+    if recorded is not None:
+        return tuple(recorded)
+    return tuple(m.name for m in members_of(split, bool(meta.get("lean_train"))))
+
+
+class MissingMembers(ValueError):
+    """A command needs members that a set's samples do not hold (a lean set's train split)."""
+
+
+def require_members(meta: Mapping, split: str, names: Iterable[str], where: str) -> None:
+    """Raise ``MissingMembers`` when the samples of ``split`` lack any of ``names``, saying what
+    they hold and how to get a set that has them; ``where``: the set or shards, for the message.
+    """
+    held = held_members(meta, split)
+    missing = [n for n in names if n not in held]
+    if not missing:
+        return
+    lean = " (a lean set: built with --lean-train)" if meta.get("lean_train") else ""
+    raise MissingMembers(
+        f"{where}: the {split} samples of this shard set{lean} hold only {', '.join(held)}; "
+        f"this needs {', '.join(missing)} too. Rebuild the set without --lean-train (`indexnet "
+        "pipeline build` with the same options and another --out), or use its validation "
+        "split, which holds every member"
+    )
 
 
 def hash_columns() -> tuple[str, ...]:

@@ -9,7 +9,8 @@
   every sample has exactly its recorded members; keys are the recorded ones, in order, unique;
   every sample starts at its recorded byte offset and spans its recorded length (sets built
   before ``samples.parquet`` had ``offset``/``length`` skip this check);
-- across shards: no key appears twice;
+- across shards: no key appears twice; every sample's recorded members are those
+  ``index.json`` says its split holds (a lean set's train samples: the train members alone);
 - with ``deep``, for the members ``shards.schema`` marks: every checked member decodes; sized
   ones (merged, alpha, fg, trimap) have the json's size; members with allowed values (the
   trimap's 0/128/255) hold no other; ``merged == blend(fg, fit(bg), alpha)`` exactly (the
@@ -43,7 +44,7 @@ from shards import store
 from shards.index import ShardInfo, read_index, read_samples
 from shards.mattes import BackgroundFit, apply_fit, blend
 from shards.reader import decode_member, tar_entries
-from shards.schema import MEMBERS, name_of
+from shards.schema import MEMBERS, held_members, name_of
 from shards.store import NotFound, Options, StoreError, StoreUnavailable
 
 CHECKS = ("index", "samples", "count", "listing", "missing", "size", "sha256", "tar", "members",
@@ -435,6 +436,21 @@ def verify(
         expected = {}
     listed = {s.path for s in index.shards}
     for info in index.shards:
+        # what samples.parquet records against what index.json says the split's samples hold
+        # (a lean set's train samples: the train members alone)
+        held = sorted(held_members(index.meta, info.split))
+        for sample in expected.get(info.path, ()):
+            if sorted(map(name_of, sample.members)) != held:
+                report.problems.append(
+                    Problem(
+                        "members",
+                        f"samples.parquet records {', '.join(sample.members)}; index.json "
+                        f"says {info.split} samples hold {', '.join(held)}",
+                        info.path,
+                        sample.key,
+                    )
+                )
+                break  # once per shard: its other samples say the same
         if expected and len(expected.get(info.path, ())) != info.samples:
             report.problems.append(Problem(
                 "count", f"samples.parquet has {len(expected.get(info.path, ()))} written samples, "

@@ -8,7 +8,10 @@ last, so the loader processes' start-up is left out, and on CUDA after a synchro
 the copies and the composition are counted.
 
 It writes ``RUN/data_only.json`` (``DataOnlyReport``) and says how many loader processes one
-GPU needs to be fed at ``loader.target_step_ms`` per step of ``train.batch_size`` samples.
+GPU needs to be fed at ``loader.target_step_ms`` per step of ``train.batch_size`` samples, and
+the bytes budget: the bytes read per sample, the MB/s per loader process, and the MB/s of shard
+reads one GPU and one 8-GPU node need at that step time (a lean set, ``pipeline build
+--lean-train``, needs about a quarter of a full set's).
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ import torch.distributed as dist
 from configs import Config
 from shards.atomic import atomic_write_bytes
 from shards.cache import ShardCache
-from shards.reader import resolve_shards, shard_samples
+from shards.reader import ShardList, ShardSamples, resolve_shards, shard_samples
 from training.data.batching import default_workers, device_inputs, epoch_batches
 from training.data.stream import check_order
 from training.distributed import device_for, join_process_group
 from training.models.registry import get_family
 
 REPORT_NAME = "data_only.json"
+GPUS_PER_NODE = 8  # the node the report sizes the shard reads of
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,13 @@ class DataOnlyReport:
     samples_per_s_needed: float  # per GPU: batch_size / target step time
     loader_processes_needed: int  # per GPU, at per_process_samples_per_s
     suggested_loader_workers: int | None  # the least divisor of the batch that many (None: none)
+    # the bytes budget: what a sample costs to read, and what feeding the GPUs takes
+    lean_train: bool  # the set's train samples hold only what training reads (--lean-train)
+    bytes_per_sample: int  # the mean bytes read per train sample (its members and tar headers)
+    mb_per_s: float  # read over every rank, at samples_per_s
+    per_process_mb_per_s: float  # read by one loader process
+    mb_per_s_needed: float  # per GPU at target_step_ms
+    node_mb_per_s_needed: float  # per node of GPUS_PER_NODE GPUs at target_step_ms
 
     def summary(self) -> str:
         """Lines for the console."""
@@ -74,8 +85,25 @@ class DataOnlyReport:
                 if self.suggested_loader_workers
                 else "more than --batch-size can have (a divisor of it); add ranks or CPU speed"
             ),
+            f"bytes read per sample: {self.bytes_per_sample / 1e6:.3f} MB ("
+            + ("a lean set" if self.lean_train else "a full set; --lean-train reads less")
+            + f"): {self.mb_per_s:.1f} MB/s here, {self.per_process_mb_per_s:.1f} MB/s per "
+            f"loader process; at {self.target_step_ms:g} ms per step one GPU needs "
+            f"{self.mb_per_s_needed:.1f} MB/s, one {GPUS_PER_NODE}-GPU node "
+            f"{self.node_mb_per_s_needed:.1f} MB/s of shard reads",
         ]
         return "\n".join(lines)
+
+
+def bytes_per_sample(shards: ShardList, layout: tuple[ShardSamples, ...]) -> float:
+    """The mean bytes the loader reads per sample of ``shards``: its span in the tar (members
+    and their headers) from ``samples.parquet``; the shards' bytes per sample in sets built
+    before spans were recorded."""
+    lengths = [n for s in layout for n in (s.lengths or ())]
+    if lengths and len(lengths) == shards.total:
+        return sum(lengths) / len(lengths)
+    infos = [shards.info(url) for url in shards.urls]
+    return sum(i.bytes for i in infos if i is not None) / max(1, shards.total)
 
 
 def measure_data(cfg: Config, options) -> DataOnlyReport:
@@ -141,6 +169,7 @@ def measure_data(cfg: Config, options) -> DataOnlyReport:
         rate = samples / seconds if seconds > 0 else math.nan
         per_process = rate / world / max(1, workers)
         needed = batch_size / (target_step_ms / 1000)
+        mb = bytes_per_sample(shards, layout) / 1e6
         processes = math.ceil(needed / per_process) if per_process > 0 else 0
         report = DataOnlyReport(
             samples=samples,
@@ -162,6 +191,12 @@ def measure_data(cfg: Config, options) -> DataOnlyReport:
                 (w for w in range(max(1, processes), batch_size + 1) if batch_size % w == 0),
                 None,
             ),
+            lean_train=bool(shards.index.meta.get("lean_train", False)),
+            bytes_per_sample=round(mb * 1e6),
+            mb_per_s=round(rate * mb, 2),
+            per_process_mb_per_s=round(per_process * mb, 2),
+            mb_per_s_needed=round(needed * mb, 2),
+            node_mb_per_s_needed=round(GPUS_PER_NODE * needed * mb, 2),
         )
         if rank == 0:
             out = Path(options.out)
