@@ -109,3 +109,23 @@ def test_tar_entries_report_what_is_not_a_file():
         ("sub", "", False, None),
         ("a", "alpha.png", True, None),  # not asked for: skipped in the stream
     ]
+
+
+def test_a_local_read_seeks_past_unused_members_and_refuses_a_foreign_header(tmp_path):
+    """Training reads local shards by walking their headers, reading only the members asked for
+    (the others are seeked over); a header our writer never makes is refused, named."""
+    plain = tmp_path / "plain.tar"
+    with tarfile.open(plain, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in (("k1.json", b"{}"), ("k1.merged.png", b"x" * 5000), ("k2.json", b"[]")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    got = [(raw.key, raw.files) for raw in raw_samples(str(plain), ("json",))]
+    assert got == [("k1", {"json": b"{}"}), ("k2", {"json": b"[]"})]
+    pax = tmp_path / "pax.tar"
+    with tarfile.open(pax, "w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("k" * 120 + ".json")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"{}"))
+    with pytest.raises(ShardError, match=r"corrupt shard .*pax.tar.*not a plain file"):
+        list(raw_samples(str(pax), ("json",)))
