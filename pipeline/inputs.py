@@ -397,21 +397,14 @@ def scan_inputs(
     entries = [Foreground(stem[2:], str(originals[stem]), str(masks[stem]),
                           str(trimaps[stem]) if stem in trimaps else None, 0, 0)
                for stem in paired]  # fmt: skip
-    bg_files = _files(bg_dir, options)
-    backgrounds = [p for p in bg_files if _name(p).suffix.lower() in IMAGE_SUFFIXES]
-    ignored = tuple(
-        _name(p).name for p in bg_files if _name(p).suffix.lower() not in IMAGE_SUFFIXES
-    )
+    backgrounds, ignored = list_backgrounds(bg_dir, options)
     foregrounds, conversions = examine(entries, data_dir, problems, options, threads)
     problems += background_problems(backgrounds, options, threads)
     if not paired and not problems:
         problems.append(f"{shown(child(data_dir, 'original'))}: no foregrounds found")
     if not backgrounds:
         problems.append(f"{shown(bg_dir)}: no background images (.jpg, .jpeg, .png) found")
-    if problems:
-        raise InputError(
-            f"{len(problems)} problem(s) with the inputs; nothing was written", problems
-        )
+    stop_on(problems)
     return Inputs(
         data_dir=data_dir,
         bg_dir=bg_dir,
@@ -483,6 +476,25 @@ def examine(
 def _location(text: str) -> Location:
     """A path string back to a ``Path`` (local) or kept as a URL (for ``_header``)."""
     return text if store.is_remote(text) else Path(text)
+
+
+def list_backgrounds(
+    bg_dir: Location, options: Options | None = None
+) -> tuple[list[Location], tuple[str, ...]]:
+    """The image files of a backgrounds folder (by suffix), sorted, and the names of the other
+    files in it (ignored, e.g. a README)."""
+    files = _files(bg_dir, options)
+    images = [p for p in files if _name(p).suffix.lower() in IMAGE_SUFFIXES]
+    return images, tuple(_name(p).name for p in files if _name(p).suffix.lower()
+                         not in IMAGE_SUFFIXES)  # fmt: skip
+
+
+def stop_on(problems: list[str]) -> None:
+    """Raise ``InputError`` listing ``problems`` when there are any: nothing has been written."""
+    if problems:
+        raise InputError(
+            f"{len(problems)} problem(s) with the inputs; nothing was written", problems
+        )
 
 
 def background_problems(

@@ -12,7 +12,7 @@ training's shuffle) while holding each of them several times (its task decodes e
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,25 +255,40 @@ def make_plan(
         rng = np.random.default_rng([cfg.seed, _ORDER_STREAM, split_name == TRAIN])
         pool = pools[split_name]
         pairs = _order(sorted(ids[split_name]), per_split[split_name], block, rng)
-        for j, (fid, k) in enumerate(pairs):
-            shard_no, position = divmod(j, cfg.samples_per_shard)
-            samples.append(
-                PlannedSample(
-                    key=f"{by_id[fid].stem}-{k:03d}",
-                    split=split_name,
-                    shard=f"{split_name}/{split_name}-{shard_no:06d}.tar",
-                    position=position,
-                    fg_id=fid,
-                    k=k,
-                    background=pool[j % len(pool)],
-                )
-            )
+        samples += _place(split_name, pairs, by_id, cfg.samples_per_shard,
+                          lambda j, fid, k, pool=pool: pool[j % len(pool)])  # fmt: skip
     shards = list(dict.fromkeys(s.shard for s in samples))
     spares = {
         name: tuple(leftover[i :: len(shards)][:SPARES_PER_SHARD]) for i, name in enumerate(shards)
     }
     settings = _settings(cfg)
     return Plan(split, tuple(samples), settings, spares, reuse)
+
+
+def _place(
+    split_name: str,
+    pairs: Sequence[tuple[str, int]],
+    by_id: Mapping[str, Foreground],
+    per_shard: int,
+    background: Callable[[int, str, int], str],
+) -> list[PlannedSample]:
+    """The split's ``(foreground, k)`` pairs in order, ``per_shard`` to a shard; the ``j``-th
+    pair's background is ``background(j, fg_id, k)``."""
+    placed = []
+    for j, (fid, k) in enumerate(pairs):
+        shard_no, position = divmod(j, per_shard)
+        placed.append(
+            PlannedSample(
+                key=f"{by_id[fid].stem}-{k:03d}",
+                split=split_name,
+                shard=f"{split_name}/{split_name}-{shard_no:06d}.tar",
+                position=position,
+                fg_id=fid,
+                k=k,
+                background=background(j, fid, k),
+            )
+        )
+    return placed
 
 
 def _no_trimap(inputs: Inputs, fg: Foreground) -> str:
@@ -298,19 +313,8 @@ def _paired_plan(inputs: Inputs, split: Split, cfg: DataConfig) -> Plan:
         if len(per_fg) > 1:
             raise ValueError(f"{split_name}: foregrounds with different background counts")
         pairs = _order(sorted(ids), per_fg.pop() if per_fg else 0, block, rng)
-        for j, (fid, k) in enumerate(pairs):
-            shard_no, position = divmod(j, cfg.samples_per_shard)
-            samples.append(
-                PlannedSample(
-                    key=f"{by_id[fid].stem}-{k:03d}",
-                    split=split_name,
-                    shard=f"{split_name}/{split_name}-{shard_no:06d}.tar",
-                    position=position,
-                    fg_id=fid,
-                    k=k,
-                    background=by_id[fid].backgrounds[k],
-                )
-            )
+        samples += _place(split_name, pairs, by_id, cfg.samples_per_shard,
+                          lambda j, fid, k: by_id[fid].backgrounds[k])  # fmt: skip
     settings = _settings(cfg)
     return Plan(split, tuple(samples), settings)
 

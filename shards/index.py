@@ -24,9 +24,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shards import store
 from shards.schema import hash_columns
-from shards.store import NotFound, Options
+from shards.store import NotFound, Options, join, read_bytes, redact, write_bytes
 
 FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
@@ -92,20 +91,20 @@ def write_samples(root: str | Path, rows: list[dict[str, Any]], options: Options
     table = pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
-    store.write_bytes(store.join(root, SAMPLES_NAME), sink.getvalue().to_pybytes(), options)
+    write_bytes(join(root, SAMPLES_NAME), sink.getvalue().to_pybytes(), options)
 
 
 def read_samples(root: str | Path, options: Options | None = None) -> pa.Table:
     """Read ``samples.parquet``; a clear ``ValueError`` when absent or unreadable."""
-    where = store.join(root, SAMPLES_NAME)
+    where = join(root, SAMPLES_NAME)
     try:
-        data = store.read_bytes(where, options)
+        data = read_bytes(where, options)
     except NotFound:
-        raise ValueError(f"{store.redact(where)} is missing: not a finished shard set") from None
+        raise ValueError(f"{redact(where)} is missing: not a finished shard set") from None
     try:
         return pq.read_table(pa.BufferReader(data))
     except (pa.ArrowInvalid, OSError) as exc:
-        raise ValueError(f"{store.redact(where)} is not a readable parquet file ({exc})") from None
+        raise ValueError(f"{redact(where)} is not a readable parquet file ({exc})") from None
 
 
 def write_index(
@@ -114,7 +113,7 @@ def write_index(
     """Write ``index.json`` whole: the last step of a build, its commit marker."""
     body = {"format_version": FORMAT_VERSION, **meta, "shards": [asdict(s) for s in shards]}
     data = (json.dumps(body, indent=1) + "\n").encode()
-    store.write_bytes(store.join(root, INDEX_NAME), data, options)
+    write_bytes(join(root, INDEX_NAME), data, options)
 
 
 def parse_index(text: str | bytes, root: str) -> Index:
@@ -147,12 +146,12 @@ def read_index(root: str | Path, options: Options | None = None) -> Index:
             is missing (an unfinished set, or no set); ``shards.store.StoreError`` (its base):
             the location is refused or its bucket missing.
     """
-    where = store.join(root, INDEX_NAME)
+    where = join(root, INDEX_NAME)
     try:
-        text = store.read_bytes(where, options)
+        text = read_bytes(where, options)
     except NotFound:  # still a NotFound: a command says so with exit 2, before any work
         raise NotFound(
-            f"{store.redact(where)} is missing: the shard set is unfinished or not a shard set "
+            f"{redact(where)} is missing: the shard set is unfinished or not a shard set "
             "(re-run the build to finish it)"
         ) from None
     return parse_index(text, str(root))

@@ -32,6 +32,7 @@ from pipeline.inputs import (
     location,
     read_input,
     shown,
+    stop_on,
 )
 from pipeline.layouts.base import Layout, Sources, safe_key
 from pipeline.plan import TRAIN, VALIDATION
@@ -189,10 +190,7 @@ def scan(sources: Sources, options: Options | None = None, threads: int = 16) ->
     foregrounds, conversions = examine([e for _, e in entries], data_dir, problems, options,
                                        threads)  # fmt: skip
     problems += background_problems(backgrounds[TRAIN] + backgrounds[VALIDATION], options, threads)
-    if problems:
-        raise InputError(
-            f"{len(problems)} problem(s) with the inputs; nothing was written", problems
-        )
+    stop_on(problems)
     split_of = {e.id: split for split, e in entries}
     ids = {s: tuple(sorted(fg.id for fg in foregrounds if split_of[fg.id] == s))
            for s in (TRAIN, VALIDATION)}  # fmt: skip

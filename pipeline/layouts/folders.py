@@ -18,17 +18,17 @@ from pathlib import PurePosixPath
 
 from pipeline.inputs import (
     ANY_IMAGE_SUFFIXES,
-    IMAGE_SUFFIXES,
     Foreground,
     InputError,
     Inputs,
     Location,
-    _files,
     _listing,
     background_problems,
     examine,
+    list_backgrounds,
     location,
     shown,
+    stop_on,
 )
 from pipeline.layouts.base import OPTION_NAMES, Layout, Sources, safe_key
 from shards import store
@@ -101,9 +101,7 @@ def scan(sources: Sources, options: Options | None = None, threads: int = 16) ->
             )
     root = location(sources.root)
     bg_dir = given["bg_dir"]
-    bg_files = _files(bg_dir, options)
-    backgrounds = [p for p in bg_files if PurePosixPath(str(p)).suffix.lower() in IMAGE_SUFFIXES]
-    ignored = tuple(PurePosixPath(str(p)).name for p in bg_files if p not in backgrounds)
+    backgrounds, ignored = list_backgrounds(bg_dir, options)
     foregrounds, conversions = examine(entries + validation, root, problems, options, threads,
                                        FORMATS)  # fmt: skip
     problems += background_problems(backgrounds, options, threads)
@@ -113,10 +111,7 @@ def scan(sources: Sources, options: Options | None = None, threads: int = 16) ->
         problems.append(f"{shown(given['val_fg_dir'])}: no foregrounds found")
     if not backgrounds:
         problems.append(f"{shown(bg_dir)}: no background images (.jpg, .jpeg, .png) found")
-    if problems:
-        raise InputError(
-            f"{len(problems)} problem(s) with the inputs; nothing was written", problems
-        )
+    stop_on(problems)
     val_ids = {e.id for e in validation}
     split = None
     if val:
